@@ -1,0 +1,1 @@
+"""Pure analyses over the model: they receive the filesystem through small protocols."""

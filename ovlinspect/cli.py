@@ -1,0 +1,40 @@
+"""The typer app: registers the commands (each in ovlinspect/commands/), nothing else. Nothing imports it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ovlinspect import __version__
+from ovlinspect.commands import ls as _ls
+
+app = typer.Typer(
+    name="ovlinspect",
+    help="Storage-driver diagnostics for overlayfs container hosts (read-only).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ovlinspect {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Storage-driver diagnostics for overlayfs container hosts (read-only)."""
+
+
+app.command("ls")(_ls.ls)
+
+
+def main() -> None:
+    app(prog_name="ovlinspect")

@@ -1,0 +1,1 @@
+"""Command implementations for the typer CLI: parse options, call the library, render, exit."""

@@ -1,0 +1,1 @@
+"""Renderers: rich text for people, JSON for programs, Prometheus/Nagios for monitoring."""

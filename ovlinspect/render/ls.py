@@ -1,0 +1,158 @@
+"""Render the mount inventory (`ovlinspect ls`): JSON records and rich tables. No I/O but the console."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ovlinspect.analysis.mounts import state_words
+from ovlinspect.model import OverlayMount
+from ovlinspect.render.jsonout import display, problem_record, put_path, put_paths
+from ovlinspect.render.safe import text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ovlinspect.inventory import MountInventory
+
+
+def owner_record(m: OverlayMount) -> dict[str, Any] | None:
+    o = m.owner
+    if o is None:
+        return None
+    return {
+        "runtime": o.runtime,
+        "container_id": o.container_id,
+        "container_name": o.container_name,
+        "image_ref": o.image_ref,
+        "image_id": o.image_id,
+        "details": dict(o.details),
+    }
+
+
+def owner_label(m: OverlayMount) -> str:
+    o = m.owner
+    if o is None:
+        return "-"
+    who = o.container_name or (o.container_id[:12] if o.container_id else "")
+    img = f" ({o.image_ref})" if o.image_ref else ""
+    return f"{o.runtime}:{who}{img}"
+
+
+def mount_record(m: OverlayMount) -> dict[str, Any]:
+    e = m.entry
+    rec: dict[str, Any] = {"mount_id": e.mount_id, "parent_id": e.parent_id, "device": f"{e.major}:{e.minor}"}
+    put_path(rec, "mountpoint", e.mountpoint)
+    put_path(rec, "root", e.root)
+    rec["fstype"] = e.fstype
+    rec["source"] = display(e.source)
+    rec["mount_options"] = display(e.mount_options)
+    rec["optional_fields"] = [display(f) for f in e.optional_fields]
+    rec["namespace"] = (
+        {"id": m.namespace.ns_id, "pid": m.namespace.pid, "comm": m.namespace.comm} if m.namespace else None
+    )
+    up = m.upper
+    put_path(rec, "upperdir", up.path if up else None)
+    spec = m.spec
+    put_path(rec, "workdir", m.workdir)
+    put_paths(rec, "lowerdirs", [la.path for la in m.lowers])
+    put_paths(rec, "datadirs", [la.path for la in m.datas])
+    rec["api"] = spec.api if spec else None
+    rec["options"] = {display(k): (display(v) if v is not None else None) for k, v in (spec.options.items() if spec else [])}
+    rec["effective"] = {k: v.value for k, v in m.effective.items()}
+    rec["effective_source"] = {k: v.source for k, v in m.effective.items()}
+    layers = []
+    for la in m.layers:
+        lr: dict[str, Any] = {"index": la.index, "role": la.role.value}
+        put_path(lr, "written", la.written)
+        put_path(lr, "path", la.path)
+        lr.update({"resolved": la.resolved, "exists": la.exists, "resolution": display(la.resolution)})
+        lr["identity"] = dict(la.identity)
+        layers.append(lr)
+    rec["layers"] = layers
+    rec["state"] = state_words(m)
+    rec["flags"] = [{"id": f.id, "severity": f.severity.value, "message": display(f.message)} for f in m.flags]
+    rec["owner"] = owner_record(m)
+    rec["problems"] = [problem_record(p) for p in m.problems]
+    return rec
+
+
+def inventory_doc(inv: MountInventory) -> dict[str, Any]:
+    return {
+        "mounts": [mount_record(m) for m in inv.mounts],
+        "namespaces": [{"id": n.ns_id, "pid": n.pid, "comm": n.comm} for n in inv.namespaces],
+        "problems": [problem_record(p) for p in inv.problems],
+    }
+
+
+_SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+
+
+def render_inventory(inv: MountInventory, console: Console, long: bool = False, show_ns: bool = False) -> None:
+    from rich.table import Table
+
+    if not inv.mounts:
+        console.print(text("no overlay mounts found"))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", justify="right")
+    if show_ns:
+        table.add_column("NAMESPACE (PID)")
+    table.add_column("MOUNTPOINT", overflow="fold")
+    table.add_column("OWNER", overflow="fold")
+    table.add_column("LOWERS", justify="right")
+    table.add_column("UPPER", overflow="fold")
+    table.add_column("STATE")
+    table.add_column("FLAGS")
+    for m in inv.mounts:
+        row = [text(m.entry.mount_id)]
+        if show_ns:
+            ns = m.namespace
+            row.append(text(f"{ns.ns_id} ({ns.pid})" if ns else "-"))
+        up = m.upper
+        worst = max((f.severity.value for f in m.flags), key=["info", "warning", "critical"].index, default=None)
+        row += [
+            text(m.entry.mountpoint),
+            text(owner_label(m)),
+            text(len(m.lowers) if m.spec else "?"),
+            text(up.path if up else "-"),
+            text(",".join(state_words(m)) or "-"),
+            text(",".join(f.id for f in m.flags) or "ok", style=_SEV_STYLE.get(worst or "", "green")),
+        ]
+        table.add_row(*row)
+    console.print(table)
+    if long:
+        for m in inv.mounts:
+            _render_layers(m, console)
+    flagged = [(m, f) for m in inv.mounts for f in m.flags]
+    if flagged:
+        console.print()
+        for m, f in flagged:
+            line = text(f"mount {m.entry.mount_id} {m.entry.mountpoint}: ")
+            line.append(text(f.severity.value, style=_SEV_STYLE[f.severity.value]))
+            line.append(text(f": {f.message}"))
+            console.print(line)
+
+
+def _render_layers(m: OverlayMount, console: Console) -> None:
+    from rich.table import Table
+
+    console.print()
+    console.print(text(f"mount {m.entry.mount_id} {m.entry.mountpoint}", style="bold"))
+    if m.spec is None:
+        console.print(text("  layers not shown in mountinfo (fuse-overlayfs)"))
+        return
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("POS", "ROLE", "WRITTEN", "RESOLVED", "EXISTS"):
+        t.add_column(col, overflow="fold")
+    for la in m.layers:
+        ex = {True: "yes", False: "MISSING", None: "?"}[la.exists]
+        t.add_row(
+            text(la.index),
+            text(la.role.value),
+            text(la.written),
+            text(la.path if la.resolved else f"(unresolved) {la.resolution}"),
+            text(ex, style="bold red" if la.exists is False else ""),
+        )
+    console.print(t)
+    eff = ", ".join(f"{k}={v.value}" + ("" if v.source == "mount" else "*") for k, v in m.effective.items())
+    console.print(text(f"  effective: {eff}   (* = default, not in mountinfo)"))
