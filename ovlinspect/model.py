@@ -144,3 +144,37 @@ class OverlayMount:
     @property
     def datas(self) -> tuple[Layer, ...]:
         return tuple(la for la in self.layers if la.role is LayerRole.DATA_ONLY)
+
+
+@dataclass(frozen=True)
+class LayerStack:
+    """What the layer analyses work on: a stack of layer dirs, top first, plus how to read them.
+
+    Made from a live mount, an explicit --lowerdir/--upperdir stack, or a runtime's records
+    (a container or an image) — see ovlinspect/targets.py.
+    """
+
+    layers: tuple[Layer, ...]  # upper (if any) first, then lowers top-first, then data-only
+    effective: dict[str, EffectiveOption]
+    label: str  # for people: "mount 123 /var/lib/…/merged", "--lowerdir stack", "container web-1"
+    mount: OverlayMount | None = None
+    subpath: str = ""  # the path inside the merged view the target pointed at ("" = root)
+    covered: tuple[str, ...] = ()  # merged-view paths ("/proc", "/etc/hosts") with another mount on them
+    owner: Owner | None = None
+    # runtime-provided notes per layer index, e.g. {"created_by": "RUN rm /data/x"}
+    layer_notes: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def upper(self) -> Layer | None:
+        return next((la for la in self.layers if la.role is LayerRole.UPPER), None)
+
+    @property
+    def visible_layers(self) -> tuple[Layer, ...]:
+        """Layers that take part in path lookup (data-only layers never do)."""
+        return tuple(la for la in self.layers if la.role is not LayerRole.DATA_ONLY)
+
+    @property
+    def xattr_prefix(self) -> str:
+        """`user.overlay.` with userxattr, else `trusted.overlay.` (overlayfs.rst)."""
+        ux = self.effective.get("userxattr")
+        return "user.overlay." if ux is not None and ux.value == "on" else "trusted.overlay."

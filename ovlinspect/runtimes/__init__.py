@@ -16,3 +16,10 @@ if TYPE_CHECKING:
 def attach_owners(mounts: list[OverlayMount], roots: HostRoots) -> list[OverlayMount]:
     """Return the mounts with `owner` filled in where a runtime claims them (unchanged for now)."""
     return mounts
+
+
+def stack_for_named(roots: HostRoots, container: str | None = None, image: str | None = None):  # type: ignore[no-untyped-def]
+    """The LayerStack of a container or image, rebuilt from the runtime's on-disk records."""
+    from ovlinspect.errors import UsageError
+
+    raise UsageError("--container/--image need runtime support, which is not built yet")
