@@ -82,8 +82,6 @@ def parse_mountinfo(data: bytes) -> tuple[list[MountEntry], list[Problem]]:
     entries: list[MountEntry] = []
     problems: list[Problem] = []
     for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
         if not line.strip():
             continue
         try:

@@ -6,9 +6,10 @@ tests/test_kernel_ls.py):
   `\\X` is a user escape for any X (`\\:` and `\\,` literal), an unescaped ':' separates layers
   (leftmost = top) and one '::' starts the data-only layers (ovl_parse_param_split_lowerdirs).
 - `lowerdir+=P` / `datadir+=P` (new mount API, fsconfig): one path each, no user escapes.
-- `upperdir=` / `workdir=`: with the legacy `lowerdir=` form the kernel unescapes `\\X` before
-  the lookup (ovl_mount_dir -> ovl_unescape); with `lowerdir+=` it used the path verbatim
-  (a dir named `b\\sl` was mounted as is on 6.18).
+- `upperdir=` / `workdir=`: the kernel removes `\\X` user escapes before the lookup with either
+  API (ovl_parse_layer -> ovl_mount_dir -> ovl_unescape) but prints the string as given: with
+  dirs `u\\sv` and `usv` both present, fsconfig(upperdir=`u\\sv`) wrote into `usv` on 6.18,
+  while lowerdir+=`l\\x` used `l\\x` verbatim (ovl_mount_dir_noesc).
 - any other option only when it differs from the default; kept verbatim.
 Options are split on ',' outside double quotes (SELinux `context="…:c1,c2"`) *before* octal
 decoding, since the kernel escapes ',' inside values as \\054.
@@ -23,22 +24,38 @@ from ovlinspect.model import LayerRole, LayerSpec, OverlaySpec
 from ovlinspect.mountinfo import decode_octal
 
 
+# SELinux mount options whose quoted values may hold commas (security/selinux/hooks.c,
+# selinux_sb_show_options prints them as key="value").
+_QUOTED_KEYS = ("context=", "fscontext=", "defcontext=", "rootcontext=")
+
+
 def split_options(raw: str) -> list[str]:
-    """Split a raw option string on commas that are not inside double quotes."""
+    """Split a raw option string on commas, except inside a quoted SELinux context value.
+
+    Only a `"` right after one of the SELinux keys opens a quoted region: overlay paths are not
+    quoted by the kernel and may themselves contain `"`.
+    """
     parts: list[str] = []
-    cur: list[str] = []
-    quoted = False
-    for ch in raw:
-        if ch == '"':
-            quoted = not quoted
-            cur.append(ch)
-        elif ch == "," and not quoted:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p for p in parts if p != ""]
+    i, n, start = 0, len(raw), 0
+    while i <= n:
+        if i == n or raw[i] == ",":
+            if i > start:
+                parts.append(raw[start:i])
+            start = i + 1
+            i += 1
+            continue
+        if i == start:
+            for key in _QUOTED_KEYS:
+                if raw.startswith(key + '"', i):
+                    end = raw.find('"', i + len(key) + 1)
+                    if end != -1:
+                        i = end + 1
+                        break
+            else:
+                i += 1
+            continue
+        i += 1
+    return parts
 
 
 def _decode(value: str) -> str:
@@ -69,11 +86,15 @@ def escape_user(path: str) -> str:
 def split_lowerdir(value: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Split a decoded `lowerdir=` string into (lowers, data-only), each as (written, path).
 
-    Mirrors ovl_parse_param_split_lowerdirs(): '\\' escapes the next char, ':' separates,
-    one '::' starts the data-only layers. Raises InputError on the forms the kernel refuses.
+    Mirrors ovl_parse_param_split_lowerdirs() and ovl_parse_param_lowerdir(): '\\' escapes the
+    next char, ':' separates layers, '::' makes the next layer data-only (`A:B::D1::D2`; seen on
+    6.18), ':::' is refused, and a regular layer may not follow a data-only one ("regular lower
+    layers cannot follow data lower layers"). Raises InputError on the forms the kernel refuses.
     """
-    groups: list[list[tuple[str, str]]] = [[]]
+    lowers: list[tuple[str, str]] = []
+    datas: list[tuple[str, str]] = []
     written: list[str] = []
+    data_next = False
     i, n = 0, len(value)
     while True:
         if i < n and value[i] == "\\":
@@ -84,23 +105,23 @@ def split_lowerdir(value: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
             seg = "".join(written)
             if seg == "":
                 raise InputError("empty layer in lowerdir=", hint="the kernel refuses empty lowerdir entries")
-            groups[-1].append((seg, unescape_user(seg)))
+            if data_next:
+                datas.append((seg, unescape_user(seg)))
+            elif datas:
+                raise InputError("a regular lower layer follows a data-only layer in lowerdir=")
+            else:
+                lowers.append((seg, unescape_user(seg)))
             written = []
             if i >= n:
                 break
-            if i + 1 < n and value[i + 1] == ":":
-                if len(groups) == 2:
-                    raise InputError("more than one '::' in lowerdir=")
-                groups.append([])
-                i += 2
-            else:
-                i += 1
+            if value.startswith(":::", i):
+                raise InputError("':::' in lowerdir=", hint="only ':' or '::' separate layers")
+            data_next = value.startswith("::", i)
+            i += 2 if data_next else 1
             continue
         written.append(value[i])
         i += 1
-    if len(groups) == 2 and not groups[1]:
-        raise InputError("'::' in lowerdir= is not followed by a data-only layer")
-    return groups[0], (groups[1] if len(groups) == 2 else [])
+    return lowers, datas
 
 
 def parse_overlay_options(raw: str) -> OverlaySpec:
@@ -138,7 +159,6 @@ def parse_overlay_options(raw: str) -> OverlaySpec:
         datas = [LayerSpec(LayerRole.DATA_ONLY, p, w) for w, p in da]
     if not lowers:
         raise InputError("no lowerdir in overlay options", hint="an overlay needs at least one lower layer")
-    fix = unescape_user if api == "legacy" else (lambda s: s)
-    upper = LayerSpec(LayerRole.UPPER, fix(upper_val), upper_val) if upper_val is not None else None
-    work = fix(work_val) if work_val is not None else None
+    upper = LayerSpec(LayerRole.UPPER, unescape_user(upper_val), upper_val) if upper_val is not None else None
+    work = unescape_user(work_val) if work_val is not None else None
     return OverlaySpec(tuple(lowers), tuple(datas), upper, work, options, api)

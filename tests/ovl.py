@@ -56,7 +56,7 @@ def mount_legacy(
     esc = (lambda p: escape_layer(_b(p))) if escape else _b
     opts = b"lowerdir=" + b":".join(esc(p) for p in lowers)
     if data_only:
-        opts += b"::" + b":".join(esc(p) for p in data_only)
+        opts += b"".join(b"::" + esc(p) for p in data_only)  # each data-only layer after '::'
     if upper is not None:
         opts += b",upperdir=" + escape_layer(_b(upper), colon=False) + b",workdir=" + escape_layer(_b(work or b""), colon=False)
     if extra:
@@ -85,8 +85,9 @@ def mount_newapi(
         for p in data_only:
             s(b"datadir+", _b(p))
         if upper is not None:
-            s(b"upperdir", _b(upper))
-            s(b"workdir", _b(work or b""))
+            # the kernel removes backslash escapes from upperdir/workdir with either API
+            s(b"upperdir", _b(upper).replace(b"\\", b"\\\\"))
+            s(b"workdir", _b(work or b"").replace(b"\\", b"\\\\"))
         for k, v in strings:
             s(k.encode(), v.encode())
         for f in flags:
