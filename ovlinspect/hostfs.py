@@ -133,6 +133,7 @@ class HostProbe:
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
+        self._exists: dict[str, bool | None] = {}  # busy hosts share lowers between many mounts
 
     def exists(self, path: str) -> bool | None:
         """Whether a layer path exists as the kernel would see it (layer paths are host paths
@@ -140,15 +141,19 @@ class HostProbe:
         does). None when it cannot be told."""
         if not self.enabled:
             return None
+        hit = self._exists.get(path, ...)
+        if hit is not ...:
+            return hit  # type: ignore[return-value]
+        ans: bool | None
         try:
             os.stat(path)
-            return True
-        except FileNotFoundError:
-            return False
-        except NotADirectoryError:
-            return False
+            ans = True
+        except (FileNotFoundError, NotADirectoryError):
+            ans = False
         except OSError:
-            return None
+            ans = None
+        self._exists[path] = ans
+        return ans
 
     def realpath(self, path: str) -> str:
         if not self.enabled:

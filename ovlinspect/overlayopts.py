@@ -35,6 +35,8 @@ def split_options(raw: str) -> list[str]:
     Only a `"` right after one of the SELinux keys opens a quoted region: overlay paths are not
     quoted by the kernel and may themselves contain `"`.
     """
+    if '"' not in raw:
+        return [p for p in raw.split(",") if p]
     parts: list[str] = []
     i, n, start = 0, len(raw), 0
     while i <= n:
@@ -91,6 +93,12 @@ def split_lowerdir(value: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
     6.18), ':::' is refused, and a regular layer may not follow a data-only one ("regular lower
     layers cannot follow data lower layers"). Raises InputError on the forms the kernel refuses.
     """
+    if "\\" not in value and ":::" not in value:
+        # fast path (no user escapes): the common case on busy hosts
+        first, *rest = value.split("::")
+        lows = first.split(":")
+        if "" not in lows and all(r and ":" not in r for r in rest):
+            return [(p, p) for p in lows], [(p, p) for p in rest]
     lowers: list[tuple[str, str]] = []
     datas: list[tuple[str, str]] = []
     written: list[str] = []

@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 
 
 def is_lossy(s: str) -> bool:
+    if s.isascii():
+        return False
     try:
         s.encode("utf-8")
         return False
@@ -26,7 +28,7 @@ def is_lossy(s: str) -> bool:
 
 def display(s: str) -> str:
     """A valid-Unicode rendering of a surrogateescape'd str (invalid bytes -> U+FFFD)."""
-    if not is_lossy(s):
+    if s.isascii() or not is_lossy(s):
         return s
     return os.fsencode(s).decode("utf-8", "replace")
 
@@ -60,7 +62,8 @@ def problem_record(p: Any) -> dict[str, Any]:
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    """Serialise a document, schema_version first."""
+    """Serialise a document, schema_version first (compact: the C encoder, fast on big hosts;
+    pipe through `jq .` or `python -m json.tool` to read it)."""
     out = {"schema_version": SCHEMA_VERSION}
     out.update(doc)
-    return json.dumps(out, indent=2, ensure_ascii=False)
+    return json.dumps(out, ensure_ascii=False)
