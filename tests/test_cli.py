@@ -120,3 +120,17 @@ def test_broken_pipe_is_quiet(cmd: list[str], samples: str) -> None:
     out, err = p.communicate(timeout=60)
     assert len(out) == 10
     assert b"Traceback" not in err and not re.search(rb"Exception|Error", err), err
+
+
+def test_fuse_overlayfs_and_fd_paths_flagged(tmp_path) -> None:
+    f = tmp_path / "mi"
+    f.write_bytes(
+        b"80 1 0:60 / /home/u/.local/share/containers/storage/overlay/abc/merged rw,nodev - fuse.fuse-overlayfs fuse-overlayfs rw,user_id=1000\n"
+        b"81 1 0:61 / /run/podman/m rw - overlay overlay rw,lowerdir=/proc/self/fd/12:/proc/self/fd/13,upperdir=/proc/self/fd/14,workdir=/proc/self/fd/15\n"
+    )
+    doc = json.loads(runner.invoke(app, ["ls", "--json", "--mountinfo", str(f), "--check-paths"]).stdout)
+    fuse, fds = doc["mounts"]
+    assert fuse["fstype"] == "fuse.fuse-overlayfs" and fuse["lowerdirs"] == [] and fuse["state"] == ["fuse"]
+    assert [x["id"] for x in fuse["flags"]] == ["fuse_overlayfs"] and "not shown in mountinfo" in fuse["flags"][0]["message"]
+    assert {x["id"] for x in fds["flags"]} == {"layer_unresolved"}
+    assert all(not la["resolved"] and "file descriptor" in la["resolution"] for la in fds["layers"])

@@ -201,10 +201,12 @@ def assess_mount(
     for idx, ls in enumerate(spec.layers):
         path, resolved, exists, how = _resolve(ls, bases, probe)
         layers.append(Layer(idx, ls.role, ls.written, path, resolved, exists, how))
+        if resolved and exists is not False:
+            continue
         label = f"{ls.role.value} layer {idx} ({ls.path})"
         if not resolved:
             flags.append(HealthFlag("layer_unresolved", Severity.WARNING, f"{label}: {how}"))
-        elif exists is False:
+        else:
             flags.append(
                 HealthFlag(
                     "layer_missing",
