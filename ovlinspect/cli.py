@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from ovlinspect import __version__
+from ovlinspect.commands import btrfs as _btrfs
+from ovlinspect.commands import check as _check
 from ovlinspect.commands import ls as _ls
 
 app = typer.Typer(
@@ -34,6 +36,8 @@ def _root(
 
 
 app.command("ls")(_ls.ls)
+app.command("btrfs")(_btrfs.btrfs)
+app.command("check", cls=_check.CheckCommand)(_check.check)
 
 
 def main() -> None:

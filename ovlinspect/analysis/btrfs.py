@@ -212,7 +212,11 @@ def remedies_for(mount: str, verdict: str, can_allocate: bool | None) -> list[st
         return steps
     if can_allocate is False:
         # OK today, but nothing left to allocate: the cheap preventive step
-        return steps[1:3]
+        return [
+            "Preventive: give space back to the allocator from half-empty data chunks, in small steps: "
+            f"`btrfs balance start -dusage=5 {mnt}`, then -dusage=10, 20, 30 … so a metadata chunk can be allocated.",
+            steps[2],
+        ]
     return []
 
 
@@ -347,6 +351,7 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
     metrics["warning_threshold_bytes"] = warn
 
     mnt = inp.mountpoints[0] if inp.mountpoints else ""
+    metrics["metadata_headroom_bytes"] = None
     verdict, reason = UNKNOWN, ""
     if meta_free is None or create is None or warn is None:
         missing = [n for n, v in (("allocation/metadata/total_bytes", m.get("total_bytes")),
