@@ -22,6 +22,8 @@ class HostRoots:
     proc_root: str = "/proc"
     sys_root: str = "/sys"
     mountinfo_file: str | None = None  # replay this file instead of /proc/self/mountinfo
+    # runtime data roots named on the command line (ovlinspect.runtimes.discovery.RootOverrides)
+    runtime_overrides: object | None = None
 
     @property
     def replay(self) -> bool:
