@@ -178,3 +178,51 @@ class LayerStack:
         """`user.overlay.` with userxattr, else `trusted.overlay.` (overlayfs.rst)."""
         ux = self.effective.get("userxattr")
         return "user.overlay." if ux is not None and ux.value == "on" else "trusted.overlay."
+
+
+@dataclass(frozen=True)
+class TopFile:
+    """One of the largest regular files of a layer (path relative to the layer dir)."""
+
+    path: str
+    apparent_bytes: int
+    allocated_bytes: int
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """Disk usage of one directory tree walked alone, by GNU du's rules (see README `ovlinspect du`).
+
+    Type counts count names (a whiteout hard-linked 100 times counts 100); bytes and `inodes`
+    count each (dev, ino) once, like `du -sb` / `du -s -B1` / `du -s --inodes`.
+    """
+
+    apparent_bytes: int = 0
+    allocated_bytes: int = 0  # st_blocks * 512
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    whiteouts: int = 0
+    opaque_dirs: int = 0
+    other: int = 0  # fifos, sockets, devices that are not whiteouts
+    inodes: int = 0
+    skipped_mounts: int = 0  # entries on another device or mount points: not walked into
+    complete: bool = True  # False when something could not be read (see problems)
+    top: tuple[TopFile, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShadowUsage:
+    """What one layer spends that the merged view of a stack does not show (see README `ovlinspect du`)."""
+
+    hidden_entries: int = 0  # entries of this layer hidden by higher layers (subtrees included)
+    hidden_apparent_bytes: int = 0
+    hidden_allocated_bytes: int = 0
+    copy_up_files: int = 0  # regular files of this layer whose lower copy is still there
+    copy_up_apparent_bytes: int = 0
+    copy_up_allocated_bytes: int = 0
+    metacopy_files: int = 0  # ... of which metadata-only copy-ups the kernel made (metacopy=on)
+    same_size_files: int = 0  # ... of which the lower copy has the same size
+    identical_files: int | None = None  # ... of which the content is identical (--compare-content)
+    identical_allocated_bytes: int | None = None
