@@ -210,9 +210,18 @@ def count_layer_subvolumes(data_root: str) -> int | None:
     base = os.path.join(data_root, "btrfs", "subvolumes")
     try:
         with os.scandir(base) as it:
-            return sum(1 for e in it if e.is_dir(follow_symlinks=False) and e.inode() == BTRFS_FIRST_FREE_OBJECTID)
+            entries = [e for e in it if e.is_dir(follow_symlinks=False)]
     except OSError:
         return None
+    n = 0
+    for e in entries:
+        # readdir's d_ino of a subvolume entry is the subvolume id; lstat gives its root inode
+        try:
+            if os.lstat(e.path).st_ino == BTRFS_FIRST_FREE_OBJECTID:
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def _candidate_roots(roots: HostRoots, data_roots: Iterable[str] | None, problems: list[Problem]) -> list[str]:

@@ -361,7 +361,10 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
     else:
         headroom = meta_free + (allocatable or 0)
         metrics["metadata_headroom_bytes"] = headroom if allocatable is not None else None
-        short_rsv = rsv_size is not None and rsv_reserved is not None and rsv_reserved < rsv_size
+        # the global reserve could not be refilled (block_rsv->full == 0): only alarming when no
+        # chunk can be allocated to refill it
+        short_rsv = (rsv_size is not None and rsv_reserved is not None and rsv_reserved < rsv_size
+                     and (allocatable or 0) < create)
         if allocatable is None and meta_free < warn:
             verdict = UNKNOWN
             reason = (f"only {_fmt(meta_free)} free in metadata chunks beyond the global reserve, and it is unknown "
@@ -397,6 +400,12 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
                              "which metadata cannot use")
         elif can_alloc and full_chunk and allocatable is not None and allocatable < full_chunk:
             notes.append(f"only {_fmt(allocatable)} left for new metadata chunks (a full one is {_fmt(full_chunk)})")
+        if can_alloc is False and ndev > 1 and usable and sum(usable) >= BTRFS_STRIPE_LEN * 2:
+            # calc_available_free_space() (space-info.c) counts the total unallocated space
+            # (free_chunk_space / profile factor) when overcommitting metadata reservations
+            notes.append(f"{_fmt(sum(usable))} is unallocated, but on too few devices for a {meta_profile} chunk: "
+                         "the kernel still overcommits metadata against it, so writes can go on past this point "
+                         "until a transaction aborts with ENOSPC and the filesystem turns read-only")
         if len(meta_profiles) == 1 and meta_profile in ("raid1", "raid1c3", "raid1c4", "raid10") and usable:
             notes.append(f"{meta_profile} metadata needs unallocated space on {PROFILES[meta_profile][0]} devices at once; "
                          "per-device usable: " + ", ".join(_fmt(u) for u in usable))
