@@ -1,0 +1,593 @@
+"""Overlay path lookup done offline, the way fs/overlayfs/namei.c does it, and `why-missing`. Pure.
+
+The filesystem comes in through `ovlinspect.layers.LayerView` (the safe reader, or a literal in
+tests). `lookup_child` mirrors ovl_lookup() + ovl_lookup_layer() + ovl_lookup_single() (kernel
+6.7+, with the xwhiteouts change of 6.8/6.7.2): per child name, the upper dir of the parent first,
+then the parent's lower stack top-down:
+- absent -> next layer; a whiteout (char 0/0, or a zero-size regular file with
+  `overlay.whiteout` — ovl_path_is_whiteout(), honoured by lookup in *every* layer) -> deleted;
+- a non-directory wins and stops the lookup, unless it carries `overlay.metacopy`: then the data
+  is looked up below (a regular file must follow; none -> EIO "metacopy with no lower data",
+  metacopy=off -> EPERM "refusing to follow metacopy origin");
+- a directory merges with the lower directories of that name until `overlay.opaque` = "y"
+  (exactly one byte: ovl_get_dir_xattr_val reads 1 byte) or a lower non-directory stops it;
+  the opaque mark is not read on the last lower layer (d->last); "x" only flags xwhiteouts;
+- `overlay.redirect` (relative: a new name in the same parent; absolute: a path from the layer
+  roots, switching to the root's lower stack) changes the name looked up below; a redirect found
+  while redirect_dir=nofollow makes the lookup fail with EPERM ("refusing to follow redirect");
+  an invalid redirect (empty component, '/' in a relative one) fails with EINVAL.
+- the root merges every lower root; opaque marks on layer roots are never read (ovl_get_root).
+Data-only layers are never looked up by path; only an absolute redirect of a metacopy file
+reaches them (ovl_lookup_data_layers).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovlinspect.errors import Problem
+from ovlinspect.layers import Entry, LayerView, ReadProblem
+from ovlinspect.model import LayerRole, LayerStack
+
+MAX_SYMLINK_HOPS = 40  # include/linux/namei.h MAXSYMLINKS
+SUGGEST_SCAN_LIMIT = 20000  # entries per layer dir scanned for near-name suggestions
+
+VERDICTS = (
+    "visible",
+    "whiteout",
+    "opaque_parent",
+    "shadowed_by_non_directory",
+    "not_a_directory_parent",
+    "redirected_away",
+    "covered_by_mount",
+    "not_found",
+    "metacopy_data_missing",
+    "metacopy_not_enabled",
+    "redirect_not_followed",
+    "invalid_redirect",
+    "symlink_loop",
+    "unknown",
+)
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A directory (or entry) in one layer: layer index in the stack, components from its root."""
+
+    layer: int
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MergedDir:
+    """A directory of the merged view: its upper dir (if any) and its lower stack, top first."""
+
+    path: tuple[str, ...]
+    upper: Loc | None
+    lowers: tuple[Loc, ...]
+
+    @property
+    def locs(self) -> tuple[Loc, ...]:
+        return ((self.upper,) if self.upper else ()) + self.lowers
+
+
+@dataclass(frozen=True)
+class Event:
+    """What one layer said during the lookup of one name."""
+
+    layer: int
+    path: tuple[str, ...]  # where in that layer
+    what: str  # absent | whiteout | directory | opaque | non_directory | stops_merge | redirect | metacopy | data | unknown
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Found:
+    """The result of looking up one name in a merged directory."""
+
+    name: str
+    entry: Entry | None  # the entry the merged view shows (None: negative)
+    loc: Loc | None  # where that entry lives
+    dir: MergedDir | None  # for a directory: its merged stack
+    events: tuple[Event, ...]
+    whiteout_layer: int | None = None  # negative because of a whiteout here
+    error: str | None = None  # kernel lookup error verdict (metacopy_data_missing, ...)
+    errno_name: str | None = None
+    data: Loc | None = None  # metacopy: where the data comes from
+    uncertain: tuple[str, ...] = ()  # decisions that needed unreadable xattrs
+    lower_hits: tuple[Loc, ...] = ()  # every lower entry merged in (dirs) / in the data chain (files)
+
+    @property
+    def positive(self) -> bool:
+        return self.entry is not None and self.error is None
+
+
+class LookupContext:
+    """A stack as the lookup needs it: which index is upper, the lower roots, the data layers, options."""
+
+    def __init__(self, stack: LayerStack, view: LayerView):
+        self.stack = stack
+        self.view = view
+        layers = stack.layers
+        self.has_upper = bool(layers) and layers[0].role is LayerRole.UPPER
+        self.lower_idx = [i for i, la in enumerate(layers) if la.role is LayerRole.LOWER]
+        self.data_idx = [i for i, la in enumerate(layers) if la.role is LayerRole.DATA_ONLY]
+        self.visible_idx = ([0] if self.has_upper else []) + self.lower_idx
+        self.last_lower = self.lower_idx[-1] if self.lower_idx else None
+        eff = stack.effective
+        rd = eff["redirect_dir"].value if "redirect_dir" in eff else "follow"
+        # params.c: every redirect_dir mode but "nofollow" follows (ovl_redirect_follow);
+        # "off" = do not create, follow (the module's redirect_always_follow only shapes the default)
+        self.follow = rd != "nofollow"
+        self.metacopy = eff["metacopy"].value == "on" if "metacopy" in eff else False
+        self.root_lowers = tuple(Loc(i, ()) for i in self.lower_idx)
+        self.problems: list[Problem] = []
+
+    def root(self) -> MergedDir:
+        return MergedDir((), Loc(0, ()) if self.has_upper else None, self.root_lowers)
+
+    def entry(self, layer: int, path: tuple[str, ...]) -> Entry | None:
+        try:
+            return self.view.entry(layer, path)
+        except ReadProblem as rp:
+            self.problems.append(rp.problem)
+            return None
+
+    def role(self, layer: int) -> str:
+        return self.stack.layers[layer].role.value
+
+
+@dataclass
+class _D:
+    """struct ovl_lookup_data."""
+
+    name: str
+    is_dir: bool = False
+    opaque: bool = False
+    stop: bool = False
+    last: bool = False
+    redirect: str | None = None
+    metacopy: bool = False
+    absolute_redirect: bool = False
+    error: tuple[str, str] | None = None  # (verdict, errno name)
+    events: list[Event] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)
+    whiteout_layer: int | None = None
+
+
+def _redirect_valid(buf: str) -> bool:
+    """ovl_get_redirect_xattr(): absolute without empty components, relative without '/'."""
+    if not buf:
+        return False
+    if buf.startswith("/"):
+        return all(part for part in buf[1:].split("/"))
+    return "/" not in buf
+
+
+def _lookup_single(ctx: LookupContext, d: _D, layer: int, parent: tuple[str, ...], name: str,
+                   prelen: int, post: str, is_upper: bool) -> Loc | None:
+    """ovl_lookup_single(): one name in one layer dir. Returns where the entry is, or None."""
+    last_element = post == ""
+    path = parent + (name,)
+    e = ctx.entry(layer, path)
+    if e is None:
+        d.events.append(Event(layer, path, "absent"))
+        return None
+    if e.is_whiteout:
+        d.stop = d.opaque = True
+        d.whiteout_layer = layer
+        d.events.append(Event(layer, path, "whiteout", e.whiteout_kind or ""))
+        return None
+    if e.kind == "file" and e.size == 0 and not e.xattrs_known:
+        d.uncertain.append(f"layer {layer}: whether the empty file {'/'.join(path)} is an xattr whiteout")
+    if last_element and d.metacopy and e.kind != "file":
+        d.stop = True
+        d.events.append(Event(layer, path, "stops_merge", "not a regular file under a metacopy file"))
+        return None
+    if not e.is_dir:
+        if d.is_dir or not last_element:
+            d.stop = True
+            d.events.append(Event(layer, path, "stops_merge", e.kind))
+            return None
+        if e.kind == "file" and not e.xattrs_known:
+            d.uncertain.append(f"layer {layer}: whether {'/'.join(path)} is a metacopy file")
+        d.metacopy = e.metacopy
+        d.stop = not d.metacopy
+        d.events.append(Event(layer, path, "metacopy" if d.metacopy else "non_directory", e.kind))
+        if not d.metacopy or d.last:
+            return Loc(layer, path)
+    else:
+        if last_element:
+            d.is_dir = True
+        if d.last:
+            d.events.append(Event(layer, path, "directory", "lowest layer: markers not read"))
+            return Loc(layer, path)
+        if not e.xattrs_known:
+            d.uncertain.append(f"layer {layer}: whether {'/'.join(path)} is opaque or redirected")
+        raw = e.opaque
+        val = raw if raw is not None and len(raw.encode("utf-8", "surrogateescape")) == 1 else None
+        if val == "y":
+            d.stop = True
+            if last_element:
+                d.opaque = True
+            d.events.append(Event(layer, path, "opaque", "overlay.opaque=y"))
+            return Loc(layer, path)
+        detail = "overlay.opaque=x (holds xattr whiteouts)" if (val == "x" and last_element and not is_upper) else ""
+        d.events.append(Event(layer, path, "directory", detail))
+    # ovl_check_redirect()
+    if e.redirect is not None:
+        buf = e.redirect
+        if not _redirect_valid(buf):
+            d.error = ("invalid_redirect", "EINVAL")
+            d.events.append(Event(layer, path, "redirect", f"invalid redirect {buf!r}"))
+            return Loc(layer, path)
+        if buf.startswith("/"):
+            d.absolute_redirect = True
+            d.stop = False
+        else:
+            d.absolute_redirect = False
+            buf = d.name[:prelen] + buf
+        buf += post
+        d.redirect = buf
+        d.name = buf
+        d.events.append(Event(layer, path, "redirect", buf))
+    else:
+        d.absolute_redirect = False
+    return Loc(layer, path)
+
+
+def _lookup_layer(ctx: LookupContext, d: _D, base: Loc, is_upper: bool) -> Loc | None:
+    """ovl_lookup_layer(): a relative name in `base`, or an absolute (redirect) path from the layer root."""
+    if not d.name.startswith("/"):
+        return _lookup_single(ctx, d, base.layer, base.path, d.name, 0, "", is_upper)
+    cur: tuple[str, ...] = ()
+    rem = len(d.name) - 1  # counting down from the end: the prefix can change (nested redirects)
+    hit: Loc | None = Loc(base.layer, ())
+    while hit is not None:
+        s_at = len(d.name) - rem
+        nxt = d.name.find("/", s_at)
+        if nxt < 0:
+            nxt = len(d.name)
+        comp = d.name[s_at:nxt]
+        post = d.name[nxt:]
+        end = post == ""
+        if d.error:
+            return None
+        hit = _lookup_single(ctx, d, base.layer, cur, comp, s_at, post, is_upper)
+        if hit is None or end:
+            break
+        e = ctx.entry(hit.layer, hit.path)
+        if e is None or not e.is_dir:
+            return None
+        cur = hit.path
+        rem -= len(comp) + 1
+    return hit
+
+
+def lookup_child(ctx: LookupContext, parent: MergedDir, name: str) -> Found:
+    """ovl_lookup(): look `name` up in the merged directory `parent`."""
+    d = _D(name=name, last=False if ctx.follow else not parent.lowers)
+    upper_hit: Loc | None = None
+    upper_metacopy = False
+    lowers = parent.lowers
+    if parent.upper is not None:
+        upper_hit = _lookup_layer(ctx, d, parent.upper, is_upper=True)
+        if d.error:
+            return _fail(name, d, upper_hit)
+        if upper_hit is not None and not d.is_dir:
+            upper_metacopy = d.metacopy
+        if d.redirect and d.redirect.startswith("/"):
+            lowers = ctx.root_lowers
+    stack: list[Loc] = []
+    i = 0
+    while not d.stop and i < len(lowers):
+        lower = lowers[i]
+        if not ctx.follow:
+            d.last = i == len(lowers) - 1
+        elif d.is_dir or not ctx.data_idx:
+            d.last = lower.layer == ctx.last_lower
+        this = _lookup_layer(ctx, d, lower, is_upper=False)
+        if d.error:
+            return _fail(name, d, upper_hit)
+        if this is not None:
+            if (upper_metacopy or d.metacopy) and not ctx.metacopy:
+                d.error = ("metacopy_not_enabled", "EPERM")
+                return _fail(name, d, upper_hit)
+            if not (d.metacopy and stack):
+                stack.append(this)
+            if d.redirect and not ctx.follow:
+                d.error = ("redirect_not_followed", "EPERM")
+                return _fail(name, d, upper_hit)
+        if d.stop:
+            break
+        if d.redirect and d.redirect.startswith("/") and lowers is not ctx.root_lowers:
+            lowers = ctx.root_lowers
+            i = next((k for k, lo in enumerate(lowers) if lo.layer == lower.layer), i)
+        i += 1
+    data: Loc | None = None
+    if d.metacopy and stack and ctx.data_idx and d.absolute_redirect and d.redirect:
+        # ovl_lookup_data_layers(): the data of a lower metacopy file lives in a data-only layer
+        comps = tuple(c for c in d.redirect.split("/") if c)
+        for li in ctx.data_idx:
+            e = ctx.entry(li, comps)
+            if e is not None and e.kind == "file":
+                data = Loc(li, comps)
+                d.events.append(Event(li, comps, "data", "data-only layer"))
+                break
+            d.events.append(Event(li, comps, "absent"))
+        d.metacopy = data is None
+    if d.metacopy or (upper_metacopy and not stack):
+        d.error = ("metacopy_data_missing", "EIO")
+        return _fail(name, d, upper_hit)
+    top = upper_hit if upper_hit is not None else (stack[0] if stack else None)
+    if top is None:
+        return Found(name, None, None, None, tuple(d.events), whiteout_layer=d.whiteout_layer,
+                     uncertain=tuple(d.uncertain))
+    entry = ctx.entry(top.layer, top.path)
+    if entry is None:  # vanished meanwhile
+        return Found(name, None, None, None, tuple(d.events), uncertain=tuple(d.uncertain))
+    mdir = None
+    if entry.is_dir:
+        up = upper_hit if (upper_hit is not None) else None
+        mdir = MergedDir(parent.path + (name,), up, tuple(stack))
+    elif entry.kind == "file" and (upper_metacopy or entry.metacopy):
+        if data is None and stack:
+            data = stack[-1]
+    return Found(name, entry, top, mdir, tuple(d.events), data=data, uncertain=tuple(d.uncertain),
+                 lower_hits=tuple(stack))
+
+
+def _fail(name: str, d: _D, upper_hit: Loc | None) -> Found:
+    assert d.error is not None
+    return Found(name, None, upper_hit, None, tuple(d.events), error=d.error[0], errno_name=d.error[1],
+                 uncertain=tuple(d.uncertain))
+
+
+# --------------------------------------------------------------------------------------------
+# why-missing
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer for one path: visible or not, the verdict, the providing layer, the evidence."""
+
+    path: str
+    visible: bool
+    verdict: str
+    layer: int | None  # the layer providing it (visible) or the layer whose marker decides
+    steps: tuple[dict[str, Any], ...]
+    kind: str | None = None  # type of the visible entry
+    shadows: tuple[int, ...] = ()  # lower layers holding a copy it hides
+    suggestions: tuple[str, ...] = ()
+    message: str = ""
+    assumed_verdict: str | None = None  # with verdict "unknown": the answer if no marker was hidden
+    problems: tuple[Problem, ...] = ()
+    data_layer: int | None = None
+    resolved: str | None = None  # the merged path after symlinks, when different
+
+
+def split_path(path: str) -> list[str]:
+    return [c for c in path.split("/") if c and c != "."]
+
+
+def _fmt(comps: tuple[str, ...] | list[str]) -> str:
+    return "/" + "/".join(comps)
+
+
+class _Walk:
+    def __init__(self, ctx: LookupContext):
+        self.ctx = ctx
+        self.steps: list[dict[str, Any]] = []
+        self.uncertain: list[str] = []
+
+    def step(self, comp: str, merged: tuple[str, ...], ev: Event | None, what: str, detail: str = "") -> None:
+        rec: dict[str, Any] = {"component": comp, "path": _fmt(merged), "event": what, "detail": detail}
+        if ev is not None:
+            la = self.ctx.stack.layers[ev.layer]
+            rec["layer"] = {"index": ev.layer, "role": la.role.value, "path": la.path}
+            rec["layer_path"] = _fmt(ev.path)
+            note = self.ctx.stack.layer_notes.get(ev.layer)
+            if note:
+                rec["note"] = dict(note)
+        else:
+            rec["layer"] = None
+        self.steps.append(rec)
+
+    def record(self, comp: str, merged: tuple[str, ...], found: Found) -> None:
+        for ev in found.events:
+            self.step(comp, merged, ev, ev.what, ev.detail)
+        self.uncertain.extend(found.uncertain)
+
+
+def _present_in(ctx: LookupContext, comps: tuple[str, ...], layers: list[int]) -> list[int]:
+    """Layers where `comps` exists physically (every ancestor a real directory there)."""
+    return [li for li in layers if ctx.entry(li, comps) is not None]
+
+
+def _suggest(ctx: LookupContext, parent: MergedDir | None, name: str) -> list[str]:
+    if parent is None:
+        return []
+    names: set[str] = set()
+    for loc in parent.locs:
+        try:
+            for n, e in enumerate(ctx.view.children(loc.layer, loc.path)):
+                if n >= SUGGEST_SCAN_LIMIT:
+                    break
+                if not e.is_whiteout:
+                    names.add(e.name)
+        except ReadProblem as rp:
+            ctx.problems.append(rp.problem)
+    out = [n for n in names if n.lower() == name.lower() and n != name]
+    out += [n for n in difflib.get_close_matches(name, list(names), n=5, cutoff=0.75) if n not in out and n != name]
+    return sorted(out)[:5]
+
+
+def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = MAX_SYMLINK_HOPS,
+                 ctx: LookupContext | None = None) -> Explanation:
+    """Why `path` (inside the merged view) is or is not visible, with evidence layer by layer."""
+    ctx = ctx or LookupContext(stack, view)
+    ctx.problems = []
+    w = _Walk(ctx)
+    pending = split_path(path)
+    pending.reverse()  # a stack: pop() gives the next component
+    dirs: list[MergedDir] = [ctx.root()]
+    founds: list[Found] = []  # founds[m] = the lookup that produced dirs[m + 1]
+    hops = 0
+    covered = {c.rstrip("/") or "/" for c in stack.covered}
+    original = _fmt(split_path(path))
+
+    def done(visible: bool, verdict: str, layer: int | None, msg: str, **kw: Any) -> Explanation:
+        resolved = _fmt(dirs[-1].path + ((kw.pop("last"),) if "last" in kw else ()))
+        assumed = None
+        if w.uncertain and verdict not in ("covered_by_mount",):
+            assumed, verdict = verdict, "unknown"
+            msg += "; but " + w.uncertain[0] + " could not be read (trusted.* xattrs need CAP_SYS_ADMIN: run as root)"
+        return Explanation(original, visible, verdict, layer, tuple(w.steps), message=msg, assumed_verdict=assumed,
+                           problems=tuple(ctx.problems), resolved=resolved if resolved != original else None, **kw)
+
+    while pending:
+        comp = pending.pop()
+        if comp == "..":
+            if len(dirs) > 1:
+                dirs.pop()
+                founds.pop()
+            continue
+        parent = dirs[-1]
+        merged = parent.path + (comp,)
+        if _fmt(merged) in covered:
+            w.step(comp, merged, None, "covered", "another mount is mounted here")
+            return done(False, "covered_by_mount", None,
+                        f"{_fmt(merged)} has another mount on top of it: what is there does not come from these layers",
+                        last=comp)
+        found = lookup_child(ctx, parent, comp)
+        w.record(comp, merged, found)
+        is_last = not pending
+        if found.error:
+            words = {
+                "metacopy_data_missing": "a metacopy file whose data is in no lower layer: the kernel fails the lookup with EIO",
+                "metacopy_not_enabled": "a metacopy file, but the stack is not mounted with metacopy=on: the kernel refuses it (EPERM)",
+                "redirect_not_followed": "a redirected directory, but redirect_dir=nofollow: the kernel refuses it (EPERM)",
+                "invalid_redirect": "an invalid overlay.redirect value: the kernel fails the lookup with EINVAL",
+            }
+            lay = found.loc.layer if found.loc else (found.events[-1].layer if found.events else None)
+            return done(False, found.error, lay, f"{_fmt(merged)}: {words[found.error]}", last=comp)
+        if found.positive:
+            assert found.entry is not None and found.loc is not None
+            e = found.entry
+            if is_last:
+                below = [li for li in ctx.visible_idx if li > found.loc.layer]
+                hidden = [li for li in _present_in(ctx, merged, below)
+                          if not any(h.layer == li for h in found.lower_hits)]
+                merged_in = [h.layer for h in found.lower_hits if h.layer != found.loc.layer]
+                what = {"dir": "directory"}.get(e.kind, e.kind)
+                msg = f"{_fmt(merged)} is visible: a {what} from layer {found.loc.layer} ({ctx.role(found.loc.layer)})"
+                if e.kind == "dir" and merged_in:
+                    msg += f", merged with layers {', '.join(map(str, merged_in))}"
+                if found.data is not None and found.data.layer != found.loc.layer:
+                    msg += f"; metacopy: its data comes from layer {found.data.layer}"
+                if hidden:
+                    msg += f"; it hides the copies in layers {', '.join(map(str, hidden))}"
+                if e.kind == "symlink":
+                    msg += f" (a symlink to {e.target!r}, not followed)"
+                return done(True, "visible", found.loc.layer, msg, kind=e.kind, shadows=tuple(hidden),
+                            data_layer=found.data.layer if found.data else None, last=comp)
+            if e.is_dir:
+                assert found.dir is not None
+                dirs.append(found.dir)
+                founds.append(found)
+                continue
+            if e.kind == "symlink":
+                hops += 1
+                w.step(comp, merged, Event(found.loc.layer, found.loc.path, "symlink"), "symlink",
+                       f"-> {e.target} (resolved inside the merged root)")
+                if hops > max_hops or e.target is None:
+                    return done(False, "symlink_loop", found.loc.layer,
+                                f"too many symlinks (more than {max_hops}) resolving {original} (ELOOP)", last=comp)
+                tgt = e.target
+                if tgt.startswith("/"):
+                    dirs, founds = dirs[:1], []
+                for c in reversed([c for c in tgt.split("/") if c and c != "."]):
+                    pending.append(c)
+                continue
+            # a non-directory in the middle of the path
+            rest = tuple(reversed(pending))
+            full = merged + rest
+            below = [li for li in ctx.visible_idx if li > found.loc.layer]
+            under = _present_in(ctx, full, below)
+            if under:
+                return done(False, "shadowed_by_non_directory", found.loc.layer,
+                            f"{_fmt(merged)} is a {e.kind} in layer {found.loc.layer}, which replaces the directory of "
+                            f"layers {', '.join(map(str, under))} where {_fmt(full)} exists", last=comp)
+            return done(False, "not_a_directory_parent", found.loc.layer,
+                        f"{_fmt(merged)} is a {e.kind} (layer {found.loc.layer}), not a directory", last=comp)
+        # negative
+        rest = tuple(reversed(pending))
+        full = merged + rest
+        if found.whiteout_layer is not None:
+            wl = found.whiteout_layer
+            below = [li for li in ctx.visible_idx if li > wl]
+            under = _present_in(ctx, merged, below)
+            msg = f"{_fmt(merged)} is deleted by a whiteout in layer {wl} ({ctx.role(wl)})"
+            note = ctx.stack.layer_notes.get(wl, {}).get("created_by")
+            if note:
+                msg += f": {note}"
+            if under:
+                msg += f"; it hides the copies in layers {', '.join(map(str, under))}"
+            else:
+                msg += "; no lower layer has it (the whiteout hides nothing)"
+            return done(False, "whiteout", wl, msg, last=comp)
+        # absent from the merge: does some layer have it physically, cut off above?
+        present = _present_in(ctx, full, ctx.visible_idx)
+        if present:
+            j = present[0]
+            cause = _cut_cause(ctx, founds, dirs, j, merged)
+            if cause is not None:
+                verdict, layer, msg = cause
+                return done(False, verdict, layer, msg + f"; {_fmt(full)} exists in layer {j}", last=comp)
+        datas = _present_in(ctx, full, ctx.data_idx)
+        sugg = _suggest(ctx, parent, comp)
+        msg = f"{_fmt(full)} exists in no layer" if not present else f"{_fmt(merged)} is absent from the merged directory"
+        if datas:
+            msg += f"; it is in data-only layer {datas[0]}, which is never visible by path"
+        if sugg:
+            msg += "; near names: " + ", ".join(sugg)
+        return done(False, "not_found", None, msg, suggestions=tuple(sugg), last=comp)
+    # the path named the root (or resolved to it)
+    w.step("", (), None, "directory", "the merged root")
+    return done(True, "visible", 0 if ctx.visible_idx else None, "/ is the merged root", kind="dir")
+
+
+def _cut_cause(ctx: LookupContext, founds: list[Found], dirs: list[MergedDir], j: int,
+               merged: tuple[str, ...]) -> tuple[str, int | None, str] | None:
+    """Layer `j` holds the path, yet the merge never reached it: find the ancestor that cut it off."""
+    for m, f in enumerate(founds):
+        d = dirs[m + 1]
+        if any(lo.layer == j and lo.path == d.path for lo in d.locs):
+            continue
+        return _explain_cut(ctx, f, d.path, j)
+    # the direct parent has layer j; the lookup of the name itself stopped above j
+    return None
+
+
+def _explain_cut(ctx: LookupContext, f: Found, path: tuple[str, ...], j: int) -> tuple[str, int | None, str]:
+    for ev in f.events:
+        if ev.layer >= j:
+            break
+        if ev.what == "opaque":
+            return ("opaque_parent", ev.layer, f"{_fmt(path)} is opaque (overlay.opaque=y) in layer {ev.layer}: "
+                    "nothing below it is merged")
+        if ev.what == "whiteout":
+            return ("whiteout", ev.layer, f"{_fmt(path)} was deleted by a whiteout in layer {ev.layer} and made again above: "
+                    "the old contents below are hidden")
+        if ev.what == "redirect":
+            return ("redirected_away", ev.layer, f"{_fmt(path)} in layer {ev.layer} is redirected to {ev.detail}: "
+                    "the lookup below follows the redirect, not this name")
+        if ev.what in ("non_directory", "stops_merge"):
+            return ("shadowed_by_non_directory", ev.layer, f"{_fmt(path)} meets a {ev.detail or 'non-directory'} in layer {ev.layer}, "
+                    "which stops the merge")
+    if ctx.data_idx and j in ctx.data_idx:
+        return ("not_found", None, "it is only in a data-only layer")
+    lowest = ctx.last_lower
+    return ("not_found", None, f"the merge of {_fmt(path)} stops above layer {j} (lowest lower {lowest})")
