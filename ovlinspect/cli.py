@@ -9,6 +9,7 @@ import typer
 from ovlinspect import __version__
 from ovlinspect.commands import btrfs as _btrfs
 from ovlinspect.commands import check as _check
+from ovlinspect.commands import du as _du
 from ovlinspect.commands import ls as _ls
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ def _root(
 
 
 app.command("ls")(_ls.ls)
+app.command("du")(_du.du)
 app.command("btrfs")(_btrfs.btrfs)
 app.command("check", cls=_check.CheckCommand)(_check.check)
 

@@ -25,9 +25,13 @@ import heapq
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ovlinspect.errors import Problem, problem_from_oserror
-from ovlinspect.model import ShadowUsage, TopFile, TreeUsage
+from ovlinspect.model import LayerRole, LayerStack, ShadowUsage, TopFile, TreeUsage
+
+if TYPE_CHECKING:
+    from ovlinspect.analysis.usage import DuReport
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 O_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the layer path itself is a host path
@@ -737,3 +741,91 @@ def _open_sub_at(root_fd: int, comps: Sequence[str]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+# ---------------------------------------------------------------------------------------------
+# The library entry point: stacks in, DuReport out
+
+
+@dataclass(frozen=True)
+class StackInput:
+    """One target for `collect_usage`: a label and its layers (path, role, index), top first."""
+
+    label: str
+    layers: tuple[tuple[str, LayerRole, int], ...]
+    xattr_prefix: str = "trusted.overlay."
+    shadows: bool = False  # compute hidden bytes / copy-ups for this stack
+
+
+def stack_input(stack: LayerStack, shadows: bool = False) -> StackInput:
+    return StackInput(stack.label, tuple((la.path, la.role, la.index) for la in stack.layers), stack.xattr_prefix, shadows)
+
+
+def mount_points(mountinfo: bytes) -> list[str]:
+    """Every mount point of a mountinfo (to be skipped when found inside a layer dir)."""
+    from ovlinspect.mountinfo import parse_mountinfo
+
+    entries, _ = parse_mountinfo(mountinfo)
+    return [e.mountpoint for e in entries]
+
+
+def _mount_relpaths(layer: str, mps: Sequence[str]) -> frozenset[str]:
+    base = os.path.realpath(layer).rstrip("/")
+    out = set()
+    for mp in mps:
+        if mp.startswith(base + "/"):
+            out.add(mp[len(base) + 1 :])
+    return frozenset(out)
+
+
+def collect_usage(
+    stacks: Sequence[StackInput],
+    *,
+    mountpoints: Sequence[str] = (),
+    top_n: int = 0,
+    compare_content: bool = False,
+    workers: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    problems: Sequence[Problem] = (),
+) -> DuReport:
+    """Walk every distinct layer dir of the stacks once (dirs are the same when their (dev, ino)
+    are), then the shadows of the stacks that ask for them, and build the report."""
+    from ovlinspect.analysis.usage import LayerUse, Target, build_report
+
+    probs = list(problems)
+    keys: dict[object, int] = {}
+    paths: list[str] = []
+    prefixes: list[str] = []
+    targets: list[Target] = []
+    for s in stacks:
+        uses = []
+        for path, role, index in s.layers:
+            try:
+                st = os.stat(path)
+                ident: object = (st.st_dev, st.st_ino)
+            except OSError:
+                ident = ("path", path)
+            if ident not in keys:
+                keys[ident] = len(paths)
+                paths.append(path)
+                prefixes.append(s.xattr_prefix)
+            uses.append(LayerUse(keys[ident], role, index))
+        targets.append(Target(s.label, tuple(uses)))
+    jobs = [WalkJob(k, p, prefixes[k], _mount_relpaths(p, mountpoints), top_n) for k, p in enumerate(paths)]
+    results = walk_layers(jobs, workers, progress)
+    for k in range(len(paths)):
+        probs.extend(results[k].usage.problems)
+    dup = cross_layer_duplicates([results[k] for k in range(len(paths))])
+    shadows: dict[int, tuple[int, ShadowUsage]] = {}
+    for ti, (s, t) in enumerate(zip(stacks, targets, strict=True)):
+        if not s.shadows:
+            continue
+        lookup = [lu for lu in t.layers if lu.role is not LayerRole.DATA_ONLY]
+        if len(lookup) < 1:
+            continue
+        got, sp = walk_shadows([paths[lu.key] for lu in lookup], xattr_prefix=s.xattr_prefix, compare_content=compare_content)
+        probs.extend(sp)
+        for lu, su in zip(lookup, got, strict=True):
+            shadows.setdefault(lu.key, (ti, su))
+    usage = {k: r.usage for k, r in results.items()}
+    return build_report(paths, targets, usage, dup, shadows, probs)
