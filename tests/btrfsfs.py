@@ -80,7 +80,8 @@ class LoopBtrfs:
         return run("findmnt", "-n", "-o", "UUID", "--target", self.mnt).stdout.strip()
 
     def sync(self) -> None:
-        run("btrfs", "filesystem", "sync", self.mnt)
+        """Commit the running transaction (settles reservations; fails quietly once read-only)."""
+        run("btrfs", "filesystem", "sync", self.mnt, check=False)
 
     def grow_device(self, index: int, add_mib: int) -> None:
         """Grow a backing file, tell the loop driver, and resize that btrfs device to max."""
@@ -161,10 +162,20 @@ def punch_fill(files: list[str], keep_every: int = 4) -> None:
             os.unlink(p)
 
 
-def xattrs_until_enospc(where: str, on_batch: Callable[[int], None], batch: int = 40, value_size: int = 15000, limit: int = 200000) -> tuple[int, str]:
+def metadata_files(where: str, count: int, value_size: int = 15000) -> None:
+    """`count` files with a large xattr each (about `value_size` bytes of metadata apiece)."""
+    os.makedirs(where, exist_ok=True)
+    for i in range(count):
+        p = os.path.join(where, f"m{i:06d}")
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+        os.setxattr(p, "user.blob", b"m" * value_size)
+
+
+def xattrs_until_enospc(where: str, on_batch: Callable[[int], None] | None = None, batch: int = 40, value_size: int = 15000, limit: int = 200000) -> tuple[int, str]:
     """Create files with a large xattr each until ENOSPC; call on_batch(n) every `batch` files.
 
-    Returns (files made, what failed: "create" or "setxattr")."""
+    Returns (files made, what failed: "create:ENOSPC", "setxattr:EROFS", ...). ENOSPC ends it, and
+    so does EROFS (a transaction aborted by ENOSPC turns the filesystem read-only)."""
     os.makedirs(where, exist_ok=True)
     value = b"v" * value_size
     n = 0
@@ -173,18 +184,18 @@ def xattrs_until_enospc(where: str, on_batch: Callable[[int], None], batch: int 
         try:
             fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                return n, "create"
+            if exc.errno in (errno.ENOSPC, errno.EROFS):
+                return n, f"create:{errno.errorcode[exc.errno]}"
             raise
         os.close(fd)
         try:
             os.setxattr(p, "user.blob", value)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                return n, "setxattr"
+            if exc.errno in (errno.ENOSPC, errno.EROFS):
+                return n, f"setxattr:{errno.errorcode[exc.errno]}"
             raise
         n += 1
-        if n % batch == 0:
+        if on_batch is not None and n % batch == 0:
             on_batch(n)
     raise AssertionError(f"no ENOSPC after {limit} xattrs")
 
