@@ -410,30 +410,51 @@ def gather_btrfs(roots: HostRoots, cfg: CheckConfig, data_roots: list[str]) -> t
     return tuple(out), None
 
 
-def gather_orphans(roots: HostRoots, timeout: float) -> tuple[tuple[OrphanTotal, ...] | None, str | None]:
-    """Orphaned layer bytes per runtime (ovlinspect.runtimes.find_orphans), or why not."""
+def gather_orphans(roots: HostRoots, cfg: CheckConfig) -> tuple[tuple[OrphanTotal, ...] | None, str | None]:
+    """Orphaned layer bytes per runtime (ovlinspect.runtimes.find_orphans: only dirs proven
+    unreferenced count, never the "unknown" ones), or why they are missing."""
     try:
-        from ovlinspect.runtimes import find_orphans  # type: ignore[attr-defined,unused-ignore]
+        from ovlinspect.runtimes import find_orphans
     except ImportError:
         return None, "the orphan analysis (ovlinspect.runtimes.find_orphans) is not part of this build"
-    val, err = call_with_deadline(lambda: find_orphans(roots), timeout, "orphan analysis")
-    if err is not None:
+    pinned = list(cfg.data_roots) if cfg.data_roots is not None else None
+
+    def run() -> Any:
+        return find_orphans(_pin_runtime_roots(roots, pinned) if pinned is not None else roots)
+
+    val, err = call_with_deadline(run, cfg.timeout_seconds, "orphan analysis")
+    if err is not None or val is None:
         return None, err
-    report = val[0] if isinstance(val, tuple) else val
-    items = getattr(report, "findings", None) or getattr(report, "orphans", None) or (report if isinstance(report, list) else [])
-    totals: dict[str, list[int]] = {}
-    for o in items:
-        if str(getattr(o, "classification", getattr(o, "kind", "orphan"))) != "orphan":
-            continue  # "unknown" ones are not counted: only what is certainly unreferenced
-        rt = str(getattr(o, "runtime", "unknown"))
-        size = next((getattr(o, a) for a in ("allocated_bytes", "apparent_bytes", "size_bytes", "bytes") if isinstance(getattr(o, a, None), int)), 0)
-        t = totals.setdefault(rt, [0, 0])
-        t[0] += size
+    report = val[0]
+    totals: dict[str, list[int]] = {rt: [0, 0] for rt, _root in report.roots}
+    for o in report.orphans:
+        t = totals.setdefault(o.runtime, [0, 0])
+        t[0] += o.size_bytes or 0
         t[1] += 1
-    ob = getattr(report, "orphan_bytes", None)
-    if not totals and isinstance(ob, int) and ob:
-        totals["all"] = [ob, 0]
     return tuple(OrphanTotal(rt, b, n) for rt, (b, n) in sorted(totals.items())), None
+
+
+def _pin_runtime_roots(roots: HostRoots, data_roots: list[str]) -> HostRoots:
+    """HostRoots whose runtime discovery is pinned to the configured data roots, each assigned to
+    its runtime by its layout (Docker: overlay2/ or image/; containers/storage: overlay-layers/ or
+    storage.lock; containerd: io.containerd.*)."""
+    import dataclasses
+
+    from ovlinspect.runtimes.discovery import RootOverrides
+
+    docker, podman, ctd = [], [], []
+    for r in data_roots:
+        try:
+            names = set(os.listdir(r))
+        except OSError:
+            continue
+        if names & {"overlay2", "image"}:
+            docker.append(r)
+        elif names & {"overlay-layers", "storage.lock", "overlay-images"}:
+            podman.append(r)
+        elif any(n.startswith("io.containerd.") for n in names):
+            ctd.append(r)
+    return dataclasses.replace(roots, runtime_overrides=RootOverrides(tuple(docker), tuple(podman), tuple(ctd)))
 
 
 def discover_data_roots(roots: HostRoots, cfg: CheckConfig) -> list[str]:
@@ -486,7 +507,7 @@ def gather_inputs(roots: HostRoots, cfg: CheckConfig) -> CheckInputs:
         fields["btrfs_error"] = "not checked when replaying --mountinfo"
     else:
         fields["btrfs"], fields["btrfs_error"] = gather_btrfs(roots, cfg, data_roots)
-    fields["orphans"], fields["orphans_error"] = gather_orphans(roots, timeout)
+    fields["orphans"], fields["orphans_error"] = gather_orphans(roots, cfg)
     return CheckInputs(**fields)
 
 

@@ -84,7 +84,7 @@ def _check(fmt: Format, verbose: bool, textfile: str | None, config: str | None,
     if list_checks:
         for c in CHECKS:
             s = cfg.checks[c.id]
-            th = ", ".join(f"{k}={v:g}" for k, v in s.params.items()) or "no thresholds"
+            th = ", ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in s.params.items()) or "no thresholds"
             sys.stdout.write(f"{c.id:<22} {'on ' if s.enabled else 'off'} {c.title} ({th})\n")
         return 0
     roots = host_roots(mountinfo, proc_root, sys_root)
