@@ -591,3 +591,43 @@ def _explain_cut(ctx: LookupContext, f: Found, path: tuple[str, ...], j: int) ->
         return ("not_found", None, "it is only in a data-only layer")
     lowest = ctx.last_lower
     return ("not_found", None, f"the merge of {_fmt(path)} stops above layer {j} (lowest lower {lowest})")
+
+
+def context_below(ctx: LookupContext, top: int) -> LookupContext:
+    """The same stack without layer `top` and everything above it (the view `top` was made on)."""
+    sub = LookupContext.__new__(LookupContext)
+    sub.stack = ctx.stack
+    sub.view = ctx.view
+    sub.has_upper = False
+    sub.lower_idx = [i for i in ctx.lower_idx if i > top]
+    sub.data_idx = list(ctx.data_idx)
+    sub.visible_idx = list(sub.lower_idx)
+    sub.last_lower = sub.lower_idx[-1] if sub.lower_idx else None
+    sub.follow = ctx.follow
+    sub.metacopy = ctx.metacopy
+    sub.root_lowers = tuple(Loc(i, ()) for i in sub.lower_idx)
+    sub.problems = ctx.problems
+    return sub
+
+
+def resolve_dir(ctx: LookupContext, comps: tuple[str, ...] | list[str]) -> tuple[MergedDir | None, Found | None]:
+    """Look a path up component by component (no symlinks followed) -> its MergedDir, or the
+    failing Found (None, found) / (None, None) when a component is not a directory."""
+    cur = ctx.root()
+    last: Found | None = None
+    for c in comps:
+        last = lookup_child(ctx, cur, c)
+        if not last.positive or last.dir is None:
+            return None, last
+        cur = last.dir
+    return cur, last
+
+
+def lookup_path(ctx: LookupContext, comps: tuple[str, ...]) -> Found | None:
+    """The Found of a whole path (None when an ancestor is missing or not a directory)."""
+    if not comps:
+        return None
+    parent, _ = resolve_dir(ctx, comps[:-1])
+    if parent is None:
+        return None
+    return lookup_child(ctx, parent, comps[-1])
