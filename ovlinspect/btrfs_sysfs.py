@@ -300,8 +300,10 @@ def gather_live(
     extra_roots: dict[str, list[str]] = {}
     if paths:
         for p in paths:
-            if not os.path.exists(p):
-                raise NotFoundError(f"{p}: no such file or directory", path=p)
+            try:
+                os.stat(p)
+            except OSError as exc:
+                raise error_from_oserror(exc, p, "inspect") from None
             rp = os.path.realpath(p)
             hit = _longest_mount(rp, mounts)
             f = hit[1] if hit else None

@@ -274,3 +274,55 @@ def test_path_not_on_btrfs_is_exit_4(tmp_path) -> None:  # type: ignore[no-untyp
 
 def fs_type(path: str) -> str:
     return run("findmnt", "-n", "-o", "FSTYPE", "--target", path).stdout.strip()
+
+
+def test_overlay_upper_on_btrfs_is_discovered(make_fs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """overlay2 on a btrfs backing filesystem: the upper dir's btrfs is found with no data root."""
+    from ovl import mount_legacy, umount
+
+    fs = make_fs([256])
+    base = os.path.join(fs.mnt, "overlay2", "abc")
+    for d in ("lower", "diff", "work", "merged"):
+        os.makedirs(os.path.join(base, d))
+    merged = os.path.join(base, "merged")
+    mount_legacy(merged, [os.path.join(base, "lower")], os.path.join(base, "diff"), os.path.join(base, "work"))
+    try:
+        reports, problems = inspect_btrfs(HostRoots())  # defaults + overlay upper dirs
+        mine = [r for r in reports if r.fsid == fs.fsid]
+        assert len(mine) == 1, (reports, problems)
+        assert os.path.join(base, "diff") in mine[0].docker_roots
+        assert mine[0].verdict == "ok"
+    finally:
+        umount(merged)
+
+
+def test_verdict_needs_no_root(make_fs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """sysfs and statvfs are world-readable: the same verdict as an unprivileged user."""
+    if SKIP:
+        pytest.skip(SKIP)
+    fs = LoopBtrfs.create([256])  # under /tmp, not in pytest's root-only tmp dir
+    try:
+        _check_unprivileged(fs)
+    finally:
+        fs.close()
+
+
+def _check_unprivileged(fs: LoopBtrfs) -> None:
+    root = os.path.join(fs.mnt, "docker")
+    make_layers(root, 2)
+    os.chmod(fs.tmp, 0o755)
+    fs.sync()
+    as_root = json.loads(runner.invoke(app, ["btrfs", fs.mnt, "--json"]).stdout)["filesystems"][0]
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "ovlinspect", "btrfs", fs.mnt, "--json"],
+        capture_output=True, text=True, check=False, cwd="/",
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))},
+    )
+    assert out.returncode == 0, out.stderr
+    nobody = json.loads(out.stdout)["filesystems"][0]
+    assert nobody["verdict"] == as_root["verdict"] == "ok"
+    for key in ("metadata_total_bytes", "metadata_used_bytes", "global_reserve_bytes", "fs_size_bytes", "unallocated_bytes"):
+        assert nobody["metrics"][key] == as_root["metrics"][key], key
