@@ -470,7 +470,7 @@ def inspect_btrfs(
     if replay is not None:
         if paths or all_fs:
             raise UsageError("--replay takes no PATH and no --all")
-        inputs, problems = read_replay(replay), []
+        inputs, problems = read_replay(replay), list[Problem]()
     else:
         inputs, problems = gather_live(roots, paths, all_fs, data_roots)
         if not inputs and not paths:
