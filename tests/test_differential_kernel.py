@@ -163,8 +163,10 @@ def offline_tree(stack: LayerStack) -> dict[str, tuple]:
             r = "/".join(it.path)
             dig = None
             if e.kind == "file":
-                src = it.data_layer if it.data_layer is not None else it.layer
-                dig = _digest(os.path.join(stack.layers[src].path, *it.path))
+                if it.data_layer is not None and it.data_path is not None:
+                    dig = _digest(os.path.join(stack.layers[it.data_layer].path, *it.data_path))
+                else:
+                    dig = _digest(os.path.join(stack.layers[it.layer].path, *(it.layer_path or it.path)))
             out[r] = (e.kind, e.size if e.kind != "dir" else -1, e.perm, e.target, dig)
     return out
 

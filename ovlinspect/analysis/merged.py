@@ -31,6 +31,8 @@ class TreeItem:
     layer: int  # the layer providing it (its metadata)
     data_layer: int | None = None  # metacopy: where the data is
     merged_layers: tuple[int, ...] = ()  # directories: every layer merged into it
+    data_path: tuple[str, ...] | None = None  # metacopy: the data file's path in data_layer
+    layer_path: tuple[str, ...] | None = None  # the entry's path inside its layer (redirects move it)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ def walk_merged(ctx: LookupContext, start: MergedDir | None = None) -> Iterator[
                 fr.dir.path + (name,), found.entry, found.loc.layer,
                 found.data.layer if found.data else None,
                 tuple(lo.layer for lo in found.dir.locs) if found.dir else (),
+                found.data.path if found.data else None,
+                found.loc.path,
             )
             yield item
             if found.dir is not None:
