@@ -25,8 +25,9 @@ import struct
 from collections.abc import Iterable
 
 from ovlinspect.analysis.btrfs import BtrfsDevice, BtrfsInputs, BtrfsReport, assess_btrfs
-from ovlinspect.errors import InputError, NotFoundError, Problem, UsageError, error_from_oserror
+from ovlinspect.errors import InputError, NotFoundError, OvlinspectError, Problem, UsageError, error_from_oserror
 from ovlinspect.hostfs import HostRoots
+from ovlinspect.model import MountEntry
 
 MAX_ATTR_BYTES = 64 * 1024
 MAX_ATTRS = 5000
@@ -164,18 +165,36 @@ def read_dev_info(mountpoint: str, devids: Iterable[int]) -> tuple[BtrfsDevice, 
 
 # ---------------------------------------------------------------------------------------------
 # mounts and container data roots
-def _btrfs_mounts(roots: HostRoots, problems: list[Problem]) -> list[tuple[str, str, str]]:
-    """(mountpoint, source, root) of every btrfs mount in mountinfo."""
+def _read_entries(roots: HostRoots, problems: list[Problem]) -> list[MountEntry]:
+    """Every mount of this namespace (an unreadable mountinfo only narrows the search)."""
     from ovlinspect.hostfs import read_mountinfo
     from ovlinspect.mountinfo import parse_mountinfo
 
     try:
         entries, probs = parse_mountinfo(read_mountinfo(roots))
-    except Exception as exc:  # OvlinspectError: no mountinfo, no mounts (still inspect by path)
-        problems.append(Problem("io", f"cannot read mountinfo: {exc}"))
+    except OvlinspectError as exc:
+        problems.append(Problem("io", f"cannot read mountinfo: {exc.message}"))
         return []
     problems.extend(probs)
-    return [(e.mountpoint, e.source, e.root) for e in entries if e.fstype == "btrfs"]
+    return entries
+
+
+def _overlay_uppers(entries: list[MountEntry], problems: list[Problem]) -> list[str]:
+    """Absolute upper dirs of the overlay mounts (overlay2 on a btrfs backing filesystem)."""
+    from ovlinspect.overlayopts import parse_overlay_options
+
+    out = []
+    for e in entries:
+        if e.fstype != "overlay":
+            continue
+        try:
+            spec = parse_overlay_options(e.super_options_raw)
+        except OvlinspectError as exc:
+            problems.append(Problem("malformed", exc.message, e.mountpoint, e.line_number))
+            continue
+        if spec.upperdir is not None and os.path.isabs(spec.upperdir.path):
+            out.append(spec.upperdir.path)
+    return out
 
 
 def _mount_fsid(mountpoint: str, source: str, devmap: dict[str, str]) -> str | None:
@@ -224,19 +243,10 @@ def count_layer_subvolumes(data_root: str) -> int | None:
     return n
 
 
-def _candidate_roots(roots: HostRoots, data_roots: Iterable[str] | None, problems: list[Problem]) -> list[str]:
+def _candidate_roots(entries: list[MountEntry], data_roots: Iterable[str] | None, problems: list[Problem]) -> list[str]:
     cands = list(data_roots) if data_roots is not None else list(DEFAULT_DATA_ROOTS)
     if data_roots is None:
-        try:
-            from ovlinspect.inventory import collect_mounts
-
-            inv = collect_mounts(roots, check_paths=False)
-            for m in inv.mounts:
-                for layer in m.layers:
-                    if layer.role.value == "upper" and os.path.isabs(layer.path):
-                        cands.append(layer.path)
-        except Exception as exc:  # an unreadable inventory only narrows the search
-            problems.append(Problem("io", f"overlay mounts not inspected: {exc}"))
+        cands += _overlay_uppers(entries, problems)
     seen: list[str] = []
     for c in cands:
         if os.path.isdir(c):
@@ -287,8 +297,12 @@ def gather_live(
     problems: list[Problem] = []
     fsids = list_fsids(roots)
     devmap = _device_map(roots, fsids)
+    entries = _read_entries(roots, problems)
     mounts: list[tuple[str, str]] = []
-    for mp, source, _root in _btrfs_mounts(roots, problems):
+    for e in entries:
+        if e.fstype != "btrfs":
+            continue
+        mp, source = e.mountpoint, e.source
         f = _mount_fsid(mp, source, devmap)
         if f:
             mounts.append((mp, f))
@@ -321,7 +335,7 @@ def gather_live(
     elif all_fs:
         wanted = [f for f in fsids]
     data_root_fs: dict[str, list[str]] = {}
-    for r in _candidate_roots(roots, data_roots, problems):
+    for r in _candidate_roots(entries, data_roots, problems):
         hit = _longest_mount(r, mounts)
         f = hit[1] if hit else None
         if f is None:

@@ -141,7 +141,12 @@ def fill_data(where: str, file_mib: int = 4) -> list[str]:
     for size in (file_mib * MiB, 256 * 1024, 16 * 1024):
         while True:
             p = os.path.join(where, f"fill{len(made):05d}")
-            fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+            try:
+                fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                return made
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:

@@ -326,3 +326,19 @@ def _check_unprivileged(fs: LoopBtrfs) -> None:
     assert nobody["verdict"] == as_root["verdict"] == "ok"
     for key in ("metadata_total_bytes", "metadata_used_bytes", "global_reserve_bytes", "fs_size_bytes", "unallocated_bytes"):
         assert nobody["metrics"][key] == as_root["metrics"][key], key
+
+
+def test_mixed_block_groups(make_fs) -> None:  # type: ignore[no-untyped-def]
+    """Small filesystems made with --mixed: data and metadata share chunks (allocation/mixed/)."""
+    fs = make_fs([256], ["--mixed"])
+    root = os.path.join(fs.mnt, "docker")
+    make_layers(root, 2)
+    r = assess(fs, root)
+    u = usage(fs.mnt)["overall"]
+    assert r.verdict == "ok" and any("mixed block groups" in n for n in r.notes)
+    assert (r.metrics["fs_size_bytes"], r.metrics["allocated_bytes"], r.metrics["unallocated_bytes"], r.metrics["global_reserve_bytes"]) == (
+        u["Device size"], u["Device allocated"], u["Device unallocated"], u["Global reserve"])
+    fill_data(os.path.join(fs.mnt, "fill"))
+    r = assess(fs, root)
+    assert r.verdict == "critical", r.reason
+    assert can_create(fs.mnt) == errno.ENOSPC

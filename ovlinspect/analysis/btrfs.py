@@ -300,7 +300,7 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
         frsize = inp.statvfs.get("f_frsize") or inp.statvfs.get("f_bsize") or 0
         fs_size = inp.statvfs["f_blocks"] * frsize * ncopies_data
     allocated: int | None = None
-    parts = [x.get("disk_total") for x in ((mixed,) if mixed else (data, meta, system)) if x is not None]
+    parts = [x.get("disk_total") for x in ((mixed, system) if mixed else (data, meta, system)) if x is not None]
     if parts and all(p is not None for p in parts) and (mixed or (data and meta)):
         allocated = sum(parts)  # type: ignore[arg-type]
     unallocated = fs_size - allocated if fs_size is not None and allocated is not None else None
@@ -395,7 +395,7 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
             notes.append("all space is allocated to chunks: no new metadata (or data) chunk can be allocated; "
                          "metadata can only use what is left inside its chunks")
             dfa = metrics.get("df_available_bytes")
-            if dfa:
+            if dfa and not mixed:
                 notes.append(f"df shows {_fmt(dfa)} available: that is free space inside data chunks, "
                              "which metadata cannot use")
         elif can_alloc and full_chunk and allocatable is not None and allocatable < full_chunk:
