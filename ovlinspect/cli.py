@@ -11,6 +11,7 @@ from ovlinspect.commands import btrfs as _btrfs
 from ovlinspect.commands import check as _check
 from ovlinspect.commands import du as _du
 from ovlinspect.commands import ls as _ls
+from ovlinspect.commands import orphans as _orphans
 
 app = typer.Typer(
     name="ovlinspect",
@@ -40,6 +41,7 @@ app.command("ls")(_ls.ls)
 app.command("du")(_du.du)
 app.command("btrfs")(_btrfs.btrfs)
 app.command("check", cls=_check.CheckCommand)(_check.check)
+app.command("orphans")(_orphans.orphans)
 
 
 def main() -> None:

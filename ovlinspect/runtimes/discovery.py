@@ -179,21 +179,21 @@ def discover_roots(overrides: RootOverrides | None = None, etc_root: str = "/etc
             if root:
                 podman.append(FoundRoot(os.path.abspath(root), f"conmon pid {pid} (podman --root)", None, _arg_value(vals, ("--runroot",))))
     if ov.docker:
-        docker = [FoundRoot(os.path.abspath(p), "--docker-root") for p in ov.docker]
+        docker = [_with_pid(FoundRoot(os.path.abspath(p), "--docker-root"), docker) for p in ov.docker]
     else:
         d = _load_json(os.path.join(etc_root, "docker/daemon.json"), rr.problems).get("data-root")
         if isinstance(d, str):
             docker.append(FoundRoot(os.path.abspath(d), f"{etc_root}/docker/daemon.json data-root"))
         docker.append(FoundRoot(DOCKER_DEFAULT, "default"))
     if ov.podman:
-        podman = [FoundRoot(os.path.abspath(p), "--podman-root") for p in ov.podman]
+        podman = [_with_pid(FoundRoot(os.path.abspath(p), "--podman-root"), podman) for p in ov.podman]
     else:
         g, r, f = _storage_conf(rr.problems, etc_root)
         if g:
             podman.append(FoundRoot(os.path.abspath(g), f"{f} graphroot", None, r))
         podman.append(FoundRoot(PODMAN_DEFAULT, "default", None, r or PODMAN_RUN_DEFAULT))
     if ov.containerd:
-        ctd = [FoundRoot(os.path.abspath(p), "--containerd-root") for p in ov.containerd]
+        ctd = [_with_pid(FoundRoot(os.path.abspath(p), "--containerd-root"), ctd) for p in ov.containerd]
     else:
         croot, snap = _containerd_from_config(_load_toml(os.path.join(etc_root, "containerd/config.toml"), rr.problems))
         if croot:
@@ -203,6 +203,15 @@ def discover_roots(overrides: RootOverrides | None = None, etc_root: str = "/etc
     rr.podman = _dedupe(podman, lambda r: os.path.isdir(os.path.join(r.path, "overlay")) or os.path.isdir(os.path.join(r.path, "overlay-layers")))
     rr.containerd = _dedupe(ctd, lambda r: os.path.isdir(r.path))
     return rr
+
+
+def _with_pid(r: FoundRoot, seen: list[FoundRoot]) -> FoundRoot:
+    """An overridden root keeps what the process scan knows about it (its daemon pid, run root)."""
+    key = os.path.realpath(r.path)
+    for s in seen:
+        if os.path.realpath(s.path) == key:
+            return FoundRoot(r.path, r.source, s.daemon_pid, s.run_root, s.snapshotter_root)
+    return r
 
 
 def _dedupe(found: list[FoundRoot], usable) -> list[FoundRoot]:  # type: ignore[no-untyped-def]
