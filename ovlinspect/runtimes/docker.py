@@ -31,6 +31,8 @@ from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
 
 DRIVER = "overlay2"
 LINK_DIR = "l"  # overlay2.go linkDir
+# overlay2.go: besides layer dirs, home holds the link dir and the project-quota helper device
+NON_LAYER_ENTRIES = (LINK_DIR, "backingFsBlockDev")
 MAX_META = 16 << 20  # biggest metadata file we read (an image config with long history is ~100 KiB)
 
 
@@ -603,7 +605,7 @@ class DockerRuntime:
         reachable = self._reachable_chains()
         base = {"runtime": "docker", "root": self.root, "daemon_running": daemon_running, "records_complete": complete}
         for name in _listdir(self.home, st):
-            if name == LINK_DIR:
+            if name in NON_LAYER_ENTRIES:
                 continue
             d = os.path.join(self.home, name)
             try:

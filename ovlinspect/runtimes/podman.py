@@ -25,7 +25,9 @@ from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
 from ovlinspect.runtimes.docker import _clean_created_by, link_target_id, read_links, resolve_lower_ids
 
 DRIVER = "overlay"
-NON_LAYER_DIRS = ("l",)  # overlay.go linkDir; anything else not a layer id is "stray"
+# overlay.go: linkDir "l", the ".has-mount-program" marker, "staging"/"tempdirs" scratch, and the
+# quota helper device; anything else that is not a layer id is "stray" (reported as unknown)
+NON_LAYER_DIRS = ("l", ".has-mount-program", "staging", "tempdirs", "backingFsBlockDev")
 
 
 @dataclass

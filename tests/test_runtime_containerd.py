@@ -1,0 +1,116 @@
+"""Runtime tier, containerd: a real containerd with an isolated root; answers against `ctr`'s own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from engines import CTD_HISTORY, containerd_engine  # noqa: F401
+from typer.testing import CliRunner
+
+from ovlinspect.cli import app
+from ovlinspect.hostfs import HostRoots
+from ovlinspect.runtimes import find_orphans, stack_for_named
+from ovlinspect.runtimes.discovery import RootOverrides
+
+pytestmark = [pytest.mark.runtime]
+runner = CliRunner()
+
+
+def pinned(c) -> HostRoots:  # type: ignore[no-untyped-def]
+    return HostRoots(runtime_overrides=RootOverrides(containerd=(c.root,)))
+
+
+def ctr_mount_layers(c, key: str) -> tuple[str | None, list[str]]:  # type: ignore[no-untyped-def]
+    """(upperdir, lowerdirs) from `ctr snapshots mounts`."""
+    out = c.ctr("snapshots", "mounts", "/MNT", key)
+    opts = re.search(r"-o (\S+)", out).group(1)  # type: ignore[union-attr]
+    kv = dict(o.split("=", 1) for o in opts.split(",") if "=" in o)
+    return kv.get("upperdir"), kv.get("lowerdir", "").split(":")
+
+
+def test_discovery_from_the_running_containerd(containerd_engine) -> None:  # noqa: F811
+    from ovlinspect.runtimes.discovery import discover_roots
+
+    rr = discover_roots()
+    found = [r for r in rr.containerd if os.path.realpath(r.path) == os.path.realpath(containerd_engine.root)]
+    assert found and found[0].daemon_pid == containerd_engine.proc.pid and "--config" in found[0].source
+
+
+def test_ls_owner_and_layers_match_ctr(containerd_engine) -> None:  # noqa: F811
+    c = containerd_engine
+    name = c.names["running"]
+    res = runner.invoke(app, ["ls", "--json"])
+    assert res.exit_code in (0, 3), res.output
+    hits = [m for m in json.loads(res.stdout)["mounts"] if (m.get("owner") or {}).get("container_id") == name]
+    assert len(hits) == 1
+    m = hits[0]
+    assert m["owner"]["runtime"] == "containerd" and m["owner"]["image_ref"] == c.image
+    assert m["owner"]["details"]["namespace"] == c.namespace
+    upper, lowers = ctr_mount_layers(c, name)
+    assert m["upperdir"] == upper and m["lowerdirs"] == lowers
+    ids = [la["identity"]["snapshot-id"] for la in m["layers"]]
+    assert ids == [p.split("/")[-2] for p in [upper, *lowers]]
+    assert m["layers"][0]["identity"]["snapshot-key"] == name and m["layers"][0]["identity"]["kind"] == "active"
+
+
+def test_created_container_and_image_stacks(containerd_engine) -> None:  # noqa: F811
+    c = containerd_engine
+    name = c.names["created"]
+    upper, lowers = ctr_mount_layers(c, name)
+    st = stack_for_named(pinned(c), container=name)
+    assert [la.path for la in st.layers] == [upper, *lowers]
+    notes = {i: n.get("created_by") for i, n in st.layer_notes.items()}
+    assert notes == {1: CTD_HISTORY[2], 2: CTD_HISTORY[1], 3: CTD_HISTORY[0]}
+    img = stack_for_named(pinned(c), image="ovl-test/ctd:1")
+    assert [la.path for la in img.layers] == lowers
+    # the layer the RUN step deleted /data/delete-me.txt in holds the kernel's whiteout for it
+    wh = os.lstat(os.path.join(img.layers[1].path, "data", "delete-me.txt"))
+    assert (wh.st_mode & 0o170000) == 0o020000 and wh.st_rdev == 0
+
+
+def test_snapshot_usage_matches_ctr(containerd_engine) -> None:  # noqa: F811
+    """Allocated bytes of each snapshot dir (our walker) = `ctr snapshots usage` (block-based)."""
+    from ovlinspect.runtimes.orphans import allocated_bytes
+
+    c = containerd_engine
+    out = c.ctr("snapshots", "usage")
+    st = stack_for_named(pinned(c), container=c.names["created"])
+    keys = {la.identity["snapshot-key"]: la for la in st.layers}
+    checked = 0
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] in keys:
+            n, unit = float(parts[1]), parts[2]  # "4.0 KiB": one decimal, binary units
+            mult = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
+            ours = allocated_bytes(os.path.dirname(keys[parts[0]].path) + "/fs")
+            assert ours is not None
+            assert abs(ours - n * mult) <= 0.05 * mult, (parts, ours)  # within ctr's rounding
+            checked += 1
+    assert checked == len(keys)
+
+
+def test_orphans_unknown_snapshot_dirs(containerd_engine) -> None:  # noqa: F811
+    c = containerd_engine
+    rep, _ = find_orphans(pinned(c), min_age_seconds=0)
+    assert rep.findings == [], rep.findings
+    sdir = os.path.join(c.root, "io.containerd.snapshotter.v1.overlayfs", "snapshots")
+    leaked = os.path.join(sdir, "9999")
+    temp = os.path.join(sdir, "new-123456")
+    for d in (leaked, temp):
+        os.makedirs(os.path.join(d, "fs"))
+        with open(os.path.join(d, "fs", "x"), "w") as fh:
+            fh.write("x" * 10000)
+    try:
+        rep, _ = find_orphans(pinned(c), min_age_seconds=0)
+        assert sorted((f.path, f.kind) for f in rep.orphans) == sorted([(temp, "temp-dir"), (leaked, "layer-dir")])
+        # while containerd runs, young dirs are only "unknown"
+        young, _ = find_orphans(pinned(c), min_age_seconds=3600)
+        assert young.orphans == [] and len(young.unknown) == 2
+    finally:
+        import shutil
+
+        shutil.rmtree(leaked)
+        shutil.rmtree(temp)
