@@ -9,9 +9,13 @@ import typer
 from ovlinspect import __version__
 from ovlinspect.commands import btrfs as _btrfs
 from ovlinspect.commands import check as _check
+from ovlinspect.commands import diff as _diff
 from ovlinspect.commands import du as _du
 from ovlinspect.commands import ls as _ls
 from ovlinspect.commands import orphans as _orphans
+from ovlinspect.commands import tree as _tree
+from ovlinspect.commands import whiteouts as _whiteouts
+from ovlinspect.commands import why_missing as _why_missing
 
 app = typer.Typer(
     name="ovlinspect",
@@ -42,6 +46,10 @@ app.command("du")(_du.du)
 app.command("btrfs")(_btrfs.btrfs)
 app.command("check", cls=_check.CheckCommand)(_check.check)
 app.command("orphans")(_orphans.orphans)
+app.command("why-missing")(_why_missing.why_missing)
+app.command("tree")(_tree.tree)
+app.command("diff")(_diff.diff)
+app.command("whiteouts")(_whiteouts.whiteouts)
 
 
 def main() -> None:

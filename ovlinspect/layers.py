@@ -295,7 +295,7 @@ class LayerReader:
 
     def _overlay_xattrs(self, name: str, own_fd: int | None, parent_fd: int | None, kind: str, size: int) -> dict[str, object]:
         p = self._xpath(name, own_fd, parent_fd)
-        names = os.listxattr(p, follow_symlinks=False)
+        names = _listx(p)
         out: dict[str, object] = {}
         if not names:
             return out
@@ -308,9 +308,9 @@ class LayerReader:
             elif kind == "file" and k == self._k_metacopy:
                 out["metacopy"] = True
             elif kind == "dir" and k == self._k_opaque:
-                out["opaque"] = os.getxattr(p, k, follow_symlinks=False).decode("utf-8", "surrogateescape")
+                out["opaque"] = _getx(p, k).decode("utf-8", "surrogateescape")
             elif k == self._k_redirect:
-                out["redirect"] = os.fsdecode(os.getxattr(p, k, follow_symlinks=False))
+                out["redirect"] = os.fsdecode(_getx(p, k))
         return out
 
     def all_overlay_xattrs(self, layer: int, path: tuple[str, ...]) -> dict[str, bytes] | None:
@@ -325,12 +325,21 @@ class LayerReader:
             else:
                 p = f"{self._proc_fd}/{parent}/{path[-1]}"
             out = {}
-            for k in os.listxattr(p, follow_symlinks=False):
+            for k in _listx(p):
                 if k.startswith(self.prefix):
-                    out[k] = os.getxattr(p, k, follow_symlinks=False)
+                    out[k] = _getx(p, k)
             return out
         except OSError:
             return None
+
+
+def _listx(p: str | int) -> list[str]:
+    # an fd is the entry itself; a /proc/self/fd/N/name path must not follow its last component
+    return os.listxattr(p) if isinstance(p, int) else os.listxattr(p, follow_symlinks=False)
+
+
+def _getx(p: str | int, k: str) -> bytes:
+    return os.getxattr(p, k) if isinstance(p, int) else os.getxattr(p, k, follow_symlinks=False)
 
 
 class DictView:
