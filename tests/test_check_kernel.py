@@ -69,6 +69,14 @@ def tmp(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return str(tmp_path)
 
 
+@pytest.fixture
+def upperfs(tmp: str):  # type: ignore[no-untyped-def]
+    """A loop ext4 of the test's own for upper dirs, so the space and inode checks never depend
+    on how full the machine's root filesystem happens to be."""
+    with loopfs(os.path.join(tmp, "upperfs"), 32, ["mkfs.ext4", "-q", "-F", "-O", "^has_journal"]) as fs:
+        yield fs
+
+
 # ---------------------------------------------------------------------------------------------
 def _overlay_on(tmp: str, upper_fs: str, name: str = "m") -> str:
     low = os.path.join(tmp, "low")
@@ -188,9 +196,10 @@ def test_xfs_ftype0(tmp: str) -> None:
             umount(mnt)
 
 
-def test_deleted_layer_dir(tmp: str) -> None:
+def test_deleted_layer_dir(tmp: str, upperfs: str) -> None:
     """A lower layer dir deleted under a live mount: CRITICAL layer_missing, in every format."""
-    l1, l2, up, work, mnt = (os.path.join(tmp, n) for n in ("l1", "l2", "up", "work", "m"))
+    l1, l2, mnt = (os.path.join(tmp, n) for n in ("l1", "l2", "m"))
+    up, work = os.path.join(upperfs, "up"), os.path.join(upperfs, "work")
     for d in (l1, l2, up, work, mnt):
         os.makedirs(d)
     mount_legacy(mnt, [l1, l2], up, work)
@@ -262,10 +271,10 @@ def _docker_layer(root: str, lid: str) -> tuple[str, str, str]:
     return diff, work, merged
 
 
-def test_volatile_leftover_and_stale_merged(tmp: str) -> None:
+def test_volatile_leftover_and_stale_merged(tmp: str, upperfs: str) -> None:
     """A Docker-style layer mounted `volatile`: OK while mounted; after the unmount the kernel's
     incompat/volatile marker stays (and blocks the next mount) and merged/ is left: two WARNINGs."""
-    root = os.path.join(tmp, "docker")
+    root = os.path.join(upperfs, "docker")
     low = os.path.join(tmp, "low")
     os.makedirs(low)
     diff, work, merged = _docker_layer(root, "a" * 64)

@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 import pytest
-from check_env import REPO, run_check
+from check_env import REPO, loopfs, run_check
 from ovl import mount_legacy, umount
 
 RULES = os.path.join(REPO, "contrib", "prometheus", "ovlinspect-alerts.yml")
@@ -70,15 +70,18 @@ def _scrape(url: str, deadline_s: float = 20) -> str:
 
 @pytest.fixture
 def broken_mount(tmp_path, root_required):  # type: ignore[no-untyped-def]
-    """A real overlay with a hostile mount point name whose lower layer dir was deleted."""
+    """A real overlay with a hostile mount point name whose lower layer dir was deleted; its upper
+    dir on a loop ext4 of its own, so the filesystem numbers hold still while compared."""
     tmp = str(tmp_path)
-    l1, l2, up, work, mnt = (os.path.join(tmp, n) for n in ("l1", "l2", "up", "work", HOSTILE))
-    for d in (l1, l2, up, work, mnt):
-        os.makedirs(d)
-    mount_legacy(mnt, [l1, l2], up, work)
-    shutil.rmtree(l2)
-    yield tmp, mnt
-    umount(mnt)
+    with loopfs(os.path.join(tmp, "fs"), 16, ["mkfs.ext4", "-q", "-F", "-O", "^has_journal"]) as fs:
+        l1, l2, up, work, mnt = (os.path.join(tmp, "l1"), os.path.join(tmp, "l2"), os.path.join(fs, "up"),
+                                 os.path.join(fs, "work"), os.path.join(tmp, HOSTILE))
+        for d in (l1, l2, up, work, mnt):
+            os.makedirs(d)
+        mount_legacy(mnt, [l1, l2], up, work)
+        shutil.rmtree(l2)
+        yield tmp, mnt, fs
+        umount(mnt)
 
 
 def _check(tmp: str, *extra: str):  # type: ignore[no-untyped-def]
@@ -90,7 +93,7 @@ def _check(tmp: str, *extra: str):  # type: ignore[no-untyped-def]
 @needs_node_exporter
 @needs_promtool
 def test_node_exporter_scrapes_the_textfile(broken_mount) -> None:  # type: ignore[no-untyped-def]
-    tmp, mnt = broken_mount
+    tmp, mnt, upper_fs = broken_mount
     tdir = os.path.join(tmp, "textfiles")
     os.mkdir(tdir)
     prom = os.path.join(tdir, "ovlinspect.prom")
@@ -131,9 +134,13 @@ def test_node_exporter_scrapes_the_textfile(broken_mount) -> None:  # type: igno
     fs_samples = {k: v for k, v in scraped.items() if k[0] == "ovlinspect_filesystem_inodes_free"}
     assert len(fs_samples) == 1
     (name, labels), free = next(iter(fs_samples.items()))
-    fs = dict(labels)["filesystem"]
-    st = os.statvfs(fs)
-    assert abs(free - st.f_favail) < 1000 and scraped[("ovlinspect_filesystem_size_bytes", labels)] == st.f_blocks * st.f_frsize
+    assert dict(labels) == {"filesystem": upper_fs, "fstype": "ext4", "device": dict(labels)["device"]}
+    assert dict(labels)["device"].startswith("/dev/loop")
+    st = os.statvfs(upper_fs)
+    assert free == st.f_favail and scraped[("ovlinspect_filesystem_inodes", labels)] == st.f_files
+    assert scraped[("ovlinspect_filesystem_size_bytes", labels)] == st.f_blocks * st.f_frsize
+    assert scraped[("ovlinspect_filesystem_avail_bytes", labels)] == st.f_bavail * st.f_frsize
+    assert scraped[("ovlinspect_filesystem_dtype_supported", labels)] == 1
 
 
 @needs_promtool
