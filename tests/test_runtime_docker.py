@@ -155,6 +155,73 @@ def test_deep_image_relative_mountinfo_paths_resolved(docker_engine, tmp_path) -
         d.docker("rm", "-f", name, check=False)
 
 
+_UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3}  # docker's go-units HumanSize (decimal)
+
+
+def docker_size(s: str) -> tuple[float, float]:
+    """`14B`, `1.982MB` -> (bytes, rounding tolerance): go-units prints 4 significant digits."""
+    import re
+
+    m = re.fullmatch(r"([\d.]+)\s*([kKMG]?B)", s.strip())
+    assert m, s
+    v, unit = float(m.group(1)), _UNITS[m.group(2)]
+    return v * unit, (0.5 if unit == 1 else 0.0005 * v * unit + 1)
+
+
+def dir_bytes(top: str) -> int:
+    """Apparent bytes of the directories themselves (moby's directory.Size skips dirs)."""
+    total = 0
+    for dp, _dn, _fn in os.walk(top):
+        total += os.lstat(dp).st_size
+    return total
+
+
+def du_layers(*args: str) -> list[dict]:
+    res = runner.invoke(app, ["du", "--per-layer", "--json", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)["layers"]
+
+
+def test_du_of_container_upper_matches_docker_ps_size(docker_engine) -> None:  # noqa: F811
+    """docker ps -s SIZE = bytes of the non-directory entries of the upper dir (moby pkg/directory Size)."""
+    d = docker_engine
+    sizes = dict(line.split(" ", 1) for line in d.docker("ps", "-as", "--format", "{{.Names}} {{.Size}}").splitlines())
+    for key in ("running", "created"):
+        name = d.names[key]
+        want, tol = docker_size(sizes[name].split(" (")[0])
+        up = [la for la in du_layers("--container", name) if la["role"] == "upper"]
+        assert len(up) == 1
+        got = up[0]["apparent_bytes"] - dir_bytes(up[0]["path"])
+        assert abs(got - want) <= tol, (name, got, sizes[name])
+
+
+def test_per_image_unique_size_matches_docker_system_df(docker_engine) -> None:  # noqa: F811
+    """docker system df -v UNIQUE SIZE = bytes of the image's layers no other image uses."""
+    d = docker_engine
+    rows = {}
+    for line in d.docker("system", "df", "-v").splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0] in ("ovl-test/derived", "ovl-test/base"):
+            rows[parts[0]] = parts
+    stacks = {img: stack_for_named(pinned(d), image=f"{img}:1") for img in rows}
+    others = {}
+    for img in rows:
+        other_imgs = [r for r in json.loads(d.docker("image", "inspect", *d.docker("images", "-q").split())) if not (r.get("RepoTags") or []) or f"{img}:1" not in r["RepoTags"]]
+        others[img] = {p for r in other_imgs for p in [r["GraphDriver"]["Data"]["UpperDir"], *(r["GraphDriver"]["Data"].get("LowerDir") or "").split(":")] if p}
+    for img, parts in rows.items():
+        # columns: REPO TAG ID CREATED(3 words) SIZE SHARED UNIQUE CONTAINERS
+        unique_s = parts[-2]
+        want, tol = docker_size(unique_s)
+        layers = du_layers("--image", f"{img}:1")
+        unique_paths = {la.path for la in stacks[img].layers} - others[img]
+        got = 0
+        for la in layers:
+            real = os.path.realpath(la["path"])
+            if real in unique_paths:
+                got += la["apparent_bytes"] - dir_bytes(real)
+        assert abs(got - want) <= tol, (img, got, unique_s, sorted(unique_paths))
+
+
 def _orphans(d, min_age: float = 0.0):  # type: ignore[no-untyped-def]
     rep, _probs = find_orphans(pinned(d), min_age_seconds=min_age)
     return rep
