@@ -211,3 +211,20 @@ def test_threshold_is_bytes_not_percent() -> None:
     big = assess_btrfs(BtrfsInputs("b", _attrs(5000 * MiB, 4100 * MiB, 90000 * MiB), statvfs={"f_blocks": (5000 * 2 + 90000 + 16 + 1) * 256, "f_frsize": 4096}))
     assert small.verdict == "critical" and big.verdict == "ok"
     assert small.can_allocate_metadata_chunk is False and big.can_allocate_metadata_chunk is False
+
+
+def test_hostile_names_are_escaped_in_text_and_kept_in_json(samples: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "cap"
+    shutil.copytree(os.path.join(samples, "btrfs", "healthy"), d)
+    evil = "/mnt/\x1b]0;pwned\x07[bold red]x[/]\udcff"
+    (d / "context.json").write_text(json.dumps({"mountpoints": [evil], "docker_roots": [evil + "/docker"], "subvolume_count": 3}, ensure_ascii=True))
+    res = runner.invoke(app, ["btrfs", "--replay", str(d)])
+    assert res.exit_code == 0
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    assert "\\e]0;pwned\\x07[bold red]x[/]\\xff" in res.stdout  # shown literally, not as markup
+    doc = json.loads(runner.invoke(app, ["btrfs", "--replay", str(d), "--json"]).stdout)
+    fs = doc["filesystems"][0]
+    import base64
+
+    assert base64.b64decode(fs["mountpoints_b64"][0]) == os.fsencode(evil)
+    assert fs["subvolume_count"] == 3 and fs["statvfs"]["f_blocks"] == 262144

@@ -108,6 +108,7 @@ class BtrfsReport:
     label: str | None = None
     devices: list[BtrfsDevice] = field(default_factory=list)
     source: str = "live"
+    statvfs: dict[str, int] | None = None  # the statvfs fields the sizes came from
 
 
 def _int(attrs: dict[str, str], key: str) -> int | None:
@@ -118,6 +119,11 @@ def _int(attrs: dict[str, str], key: str) -> int | None:
         return int(raw.strip().split()[0], 0)
     except (ValueError, IndexError):
         return None
+
+
+def _flag(attrs: dict[str, str], key: str) -> bool | None:
+    v = _int(attrs, key)
+    return None if v is None else bool(v)
 
 
 def parse_space(attrs: dict[str, str], kind: str) -> dict[str, int | None] | None:
@@ -314,6 +320,15 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
     else:
         metrics["df_size_bytes"] = metrics["df_available_bytes"] = None
 
+    # devinfo/<devid>/{missing,writeable} (sysfs.c btrfs_devinfo_*_show) complete the ioctl's sizes
+    devs = [
+        BtrfsDevice(
+            dv.devid, dv.path, dv.total_bytes, dv.used_bytes,
+            dv.missing if dv.missing is not None else _flag(a, f"devinfo/{dv.devid}/missing"),
+            dv.writeable if dv.writeable is not None else _flag(a, f"devinfo/{dv.devid}/writeable"),
+        )
+        for dv in devs
+    ]
     devids = parse_devices(a)
     ndev = len(devs) or len(devids) or 1
     metrics["device_count"] = ndev
@@ -427,6 +442,7 @@ def assess_btrfs(inp: BtrfsInputs) -> BtrfsReport:
         label=(a.get("label") or "").strip() or None,
         devices=devs,
         source=inp.source,
+        statvfs=dict(inp.statvfs) if inp.statvfs else None,
     )
 
 

@@ -59,6 +59,7 @@ def report_record(r: BtrfsReport) -> dict[str, Any]:
         "data_profile": r.data_profile,
         "subvolume_count": r.subvolume_count,
         "metrics": dict(r.metrics),
+        "statvfs": dict(r.statvfs) if r.statvfs else None,
         "devices": [],
         "notes": list(r.notes),
         "remedies": list(r.remedies),
@@ -71,6 +72,8 @@ def report_record(r: BtrfsReport) -> dict[str, Any]:
             "total_bytes": d.total_bytes,
             "used_bytes": d.used_bytes,
             "unallocated_bytes": d.unallocated_bytes,
+            "missing": d.missing,
+            "writeable": d.writeable,
         }
         put_path(drec, "path", d.path)
         rec["devices"].append(drec)
