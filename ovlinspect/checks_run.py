@@ -143,17 +143,27 @@ def check_lock(path: str | None) -> Iterator[str]:
 # ------------------------------------------------------------------ gathering -------------------
 
 
-def backing_entry(path: str, entries: list[MountEntry]) -> MountEntry | None:
-    """The mount a path lives on: the longest mount point prefix (the last one mounted wins). Pure."""
-    best: MountEntry | None = None
-    best_len = -1
+def backing_entry(path: str, entries: list[MountEntry], _index: dict[str, MountEntry] | None = None) -> MountEntry | None:
+    """The mount a path lives on: the longest mount point prefix (the last one mounted wins). Pure.
+
+    O(path depth) with a prebuilt `_index` (mount_index), so thousands of upper dirs stay cheap."""
+    idx = _index if _index is not None else mount_index(entries)
+    p = posixpath.normpath(path) if path.startswith("/") else path
+    while True:
+        e = idx.get(p)
+        if e is not None:
+            return e
+        if p in ("/", ""):
+            return None
+        p = posixpath.dirname(p)
+
+
+def mount_index(entries: list[MountEntry]) -> dict[str, MountEntry]:
+    """mount point -> the entry mounted last on it (mountinfo lists mounts in mount order)."""
+    idx: dict[str, MountEntry] = {}
     for e in entries:
-        mp = e.mountpoint
-        if mp == "/" or path == mp or path.startswith(mp.rstrip("/") + "/"):
-            n = len(mp.rstrip("/"))
-            if n >= best_len:
-                best, best_len = e, n
-    return best
+        idx[e.mountpoint.rstrip("/") or "/"] = e
+    return idx
 
 
 # getdents64 numbers (arch/*/syscall tables); d_type is the byte after d_reclen in linux_dirent64.
@@ -239,9 +249,10 @@ def gather_filesystems(
     problems: list[str] = []
     holders: dict[str, list[tuple[str, str]]] = {}  # mount key -> [(path, what)]
     ents: dict[str, MountEntry] = {}
+    index = mount_index(entries)
 
     def add(path: str, what: str) -> None:
-        e = backing_entry(path, entries)
+        e = backing_entry(path, entries, index)
         if e is None:
             problems.append(f"{path}: no mount holds it")
             return
