@@ -155,6 +155,47 @@ def test_deep_image_relative_mountinfo_paths_resolved(docker_engine, tmp_path) -
         d.docker("rm", "-f", name, check=False)
 
 
+LETTER = {"added": "A", "changed": "C", "deleted": "D"}
+
+
+def ovl_diff(*args: str) -> set[tuple[str, str]]:
+    res = runner.invoke(app, ["diff", "--json", *args])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["problems"] == [] and doc["errors"] == []
+    return {(LETTER[c["change"]], c["path"]) for c in doc["changes"]}
+
+
+def engine_diff(out: str) -> set[tuple[str, str]]:
+    return {(ln[0], ln[2:]) for ln in out.splitlines() if ln.strip()}
+
+
+@pytest.mark.parametrize("which", ["running", "created"])
+def test_diff_matches_docker_diff(docker_engine, which: str) -> None:  # noqa: F811
+    d = docker_engine
+    name = d.names[which]
+    want = engine_diff(d.docker("diff", name))
+    assert ovl_diff("--container", name) == want
+    if which == "running":
+        assert ("D", "/renamed") in want and ("A", "/added/new.txt") in want
+
+
+def test_why_missing_names_the_run_step(docker_engine) -> None:  # noqa: F811
+    for which in ("created", "running"):
+        name = docker_engine.names[which]
+        res = runner.invoke(app, ["why-missing", "--container", name, "--json", "/data/delete-me.txt"])
+        assert res.exit_code == 1, res.output
+        r = json.loads(res.stdout)["results"][0]
+        assert r["visible"] is False and r["verdict"] == "whiteout"
+        assert r["layer"]["note"]["created_by"] == "RUN rm /data/delete-me.txt"
+        text = runner.invoke(app, ["why-missing", "--container", name, "/data/delete-me.txt"])
+        assert "RUN rm /data/delete-me.txt" in text.stdout
+    # deleted in the running container itself: the upper dir, no image step
+    res = runner.invoke(app, ["why-missing", "--container", docker_engine.names["running"], "--json", "/added/one.txt"])
+    r = json.loads(res.stdout)["results"][0]
+    assert r["visible"] is False and r["layer"]["role"] == "upper" and "note" not in r["layer"]
+
+
 _UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3}  # docker's go-units HumanSize (decimal)
 
 

@@ -72,6 +72,34 @@ def test_stopped_container_and_image_stacks(podman_engine) -> None:  # noqa: F81
     assert [la.path for la in img.layers] == [la.path for la in st.layers[1:]]
 
 
+@pytest.mark.parametrize("which", ["running", "created"])
+def test_diff_matches_podman_diff(podman_engine, monkeypatch, which: str) -> None:  # noqa: F811
+    p = podman_engine
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", p.conf)
+    name = p.names[which]
+    want = {(ln[0], ln[2:]) for ln in p.podman("diff", name).splitlines() if ln.strip()}
+    res = runner.invoke(app, ["diff", "--json", "--container", name])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    letter = {"added": "A", "changed": "C", "deleted": "D"}
+    # libpod/diff.go `initInodes`: paths podman itself creates for its bind mounts are left out of
+    # `podman diff`; and a directory is "C" there only when its own metadata changed (archive.Changes),
+    # while any dir in the upper counts for us (and for `docker diff`): compare dirs as a subset.
+    init_inodes = {"/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/proc", "/run", "/run/notify", "/run/.containerenv", "/run/secrets", "/sys", "/etc/mtab"}
+    ours = {(letter[c["change"]], c["path"]) for c in doc["changes"] if c["path"] not in init_inodes}
+    dirs = {c["path"] for c in doc["changes"] if c["type"] == "dir"}
+    assert {x for x in ours if x[1] not in dirs} == {x for x in want if x[1] not in dirs}
+    assert {x for x in want if x[1] in dirs} <= {x for x in ours if x[1] in dirs}
+    assert {x for x in want if x[0] != "C"} <= ours
+
+
+def test_why_missing_names_the_run_step(podman_engine, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", podman_engine.conf)
+    res = runner.invoke(app, ["why-missing", "--container", podman_engine.names["created"], "--json", "/data/delete-me.txt"])
+    r = json.loads(res.stdout)["results"][0]
+    assert r["visible"] is False and r["layer"]["note"]["created_by"] == "RUN rm /data/delete-me.txt"
+
+
 def test_layer_dirs_and_no_orphans(podman_engine) -> None:  # noqa: F811
     p = podman_engine
     dirs = dict(all_layer_dirs(pinned(p)))

@@ -440,7 +440,7 @@ class DockerRuntime:
         cid = self.cache_id_of(la.path) or self.cache_id_of(la.written)
         if cid is None:
             return la
-        return dc_replace(la, identity={**la.identity, **self.identity(cid)})
+        return dc_replace(la, identity={**la.identity, **self.identity(cid)}, **_through_link(la, self.home, cid))
 
     # names --------------------------------------------------------------------------------
     def find(self, container: str | None = None, image: str | None = None) -> Any:
@@ -675,6 +675,16 @@ class DockerRuntime:
                 la = self.state.layers.get(ch)
                 ch = la.parent if la else None
         return out
+
+
+def _through_link(la: Layer, home: str, layer_id: str) -> dict[str, Any]:
+    """A layer named through the driver's `l/XXXX` link: its path becomes the dir the link names
+    (`<home>/<id>/diff`, read with readlink from the driver's own l/ dir), so layer readers that
+    refuse to follow symlinks can open it; `written` keeps the form mountinfo shows."""
+    if not os.path.normpath(la.path).startswith(os.path.join(home, LINK_DIR) + "/"):
+        return {}
+    target = os.path.join(home, layer_id, "diff")
+    return {"path": target, "resolution": f"{la.resolution}; its l/ link names {layer_id}/diff"}
 
 
 def _looks_like_id(name: str) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ovlinspect.errors import NotFoundError, Problem, problem_from_oserror
 from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
-from ovlinspect.runtimes.docker import _clean_created_by, link_target_id, read_links, resolve_lower_ids
+from ovlinspect.runtimes.docker import _clean_created_by, _through_link, link_target_id, read_links, resolve_lower_ids
 
 DRIVER = "overlay"
 # overlay.go: linkDir "l", the ".has-mount-program" marker, "staging"/"tempdirs" scratch, and the
@@ -144,7 +144,7 @@ class PodmanRuntime:
 
     def _with_identity(self, la: Layer) -> Layer:
         lid = self.layer_id_of(la.path) or self.layer_id_of(la.written)
-        return la if lid is None else dc_replace(la, identity={**la.identity, **self.identity(lid)})
+        return la if lid is None else dc_replace(la, identity={**la.identity, **self.identity(lid)}, **_through_link(la, self.home, lid))
 
     def claim_mount(self, m: OverlayMount) -> OverlayMount | None:
         mp = os.path.normpath(m.entry.mountpoint)
