@@ -486,47 +486,80 @@ def discover_data_roots(roots: HostRoots, cfg: CheckConfig) -> list[str]:
     return val if val is not None else list(DEFAULT_DATA_ROOTS)
 
 
-def gather_inputs(roots: HostRoots, cfg: CheckConfig) -> CheckInputs:
-    """Everything the checks need, each step under its deadline."""
+# What each check reads: inputs no enabled check needs are not gathered at all (`--only`).
+NEEDS = {
+    "mounts": {"layer_missing", "lower_layers", "mount_options_length", "volatile_marker", "mountinfo_problems",
+               "fs_free_space", "fs_free_inodes", "backing_dtype", "stale_merged"},
+    "filesystems": {"fs_free_space", "fs_free_inodes", "backing_dtype"},
+    "leftovers": {"volatile_marker", "stale_merged"},
+    "btrfs": {"btrfs_metadata"},
+    "orphans": {"orphan_bytes"},
+}
+NOT_NEEDED = "not gathered: no enabled check needs it"
+
+
+def gather_inputs(roots: HostRoots, cfg: CheckConfig, enabled: set[str] | None = None) -> CheckInputs:
+    """What the enabled checks need (default: everything), each step under its deadline."""
     from ovlinspect.inventory import collect_mounts
 
+    def need(what: str) -> bool:
+        return enabled is None or bool(NEEDS[what] & enabled)
+
     timeout = cfg.timeout_seconds
-    inv, inv_err = call_with_deadline(lambda: collect_mounts(roots), timeout, "reading the overlay mounts")
     try:
         page = os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         page = 4096
     fields: dict[str, Any] = {"page_size": page}
-    data_roots = discover_data_roots(roots, cfg) if not roots.replay else []
-    if inv is None:
-        why = inv_err or "mountinfo unavailable"
-        fields.update(mounts_error=why, filesystems_error=why, leftovers_error=why)
+    replay_why = "not checked when replaying --mountinfo (the filesystems are on another host)"
+    data_roots: list[str] = []
+    if not roots.replay and (need("filesystems") or need("leftovers") or need("btrfs")):
+        data_roots = discover_data_roots(roots, cfg)
+    if not need("mounts"):
+        fields.update(mounts_error=NOT_NEEDED, filesystems_error=NOT_NEEDED, leftovers_error=NOT_NEEDED)
     else:
-        mounts = list(inv.mounts)
-        entries = inv.all_entries.get("", []) or next(iter(inv.all_entries.values()), [])
-        fields.update(mounts=tuple(mounts), mount_problems=tuple(inv.problems))
-        if roots.replay:
-            why = "not checked when replaying --mountinfo (the filesystems are on another host)"
-            fields.update(filesystems_error=why, leftovers_error=why)
+        inv, inv_err = call_with_deadline(lambda: collect_mounts(roots), timeout, "reading the overlay mounts")
+        if inv is None:
+            why = inv_err or "mountinfo unavailable"
+            fields.update(mounts_error=why, filesystems_error=why, leftovers_error=why)
         else:
-            fss, _probs = gather_filesystems(mounts, entries, cfg, data_roots)
-            fields["filesystems"] = fss
-            lo, lo_err = call_with_deadline(lambda: scan_leftovers(data_roots, mounts, entries, _all_namespaces_loader(roots)), timeout,
-                                            "scanning the runtime data roots")
-            fields.update(leftovers=lo, leftovers_error=lo_err)
+            mounts = list(inv.mounts)
+            entries = inv.all_entries.get("", []) or next(iter(inv.all_entries.values()), [])
+            fields.update(mounts=tuple(mounts), mount_problems=tuple(inv.problems))
+            if roots.replay:
+                fields.update(filesystems_error=replay_why, leftovers_error=replay_why)
+            else:
+                if need("filesystems"):
+                    fields["filesystems"], _probs = gather_filesystems(mounts, entries, cfg, data_roots)
+                else:
+                    fields["filesystems_error"] = NOT_NEEDED
+                if need("leftovers"):
+                    lo, lo_err = call_with_deadline(
+                        lambda: scan_leftovers(data_roots, mounts, entries, _all_namespaces_loader(roots)), timeout,
+                        "scanning the runtime data roots")
+                    fields.update(leftovers=lo, leftovers_error=lo_err)
+                else:
+                    fields["leftovers_error"] = NOT_NEEDED
     if roots.replay:
-        fields["btrfs_error"] = "not checked when replaying --mountinfo"
+        fields.update(btrfs_error=replay_why, orphans_error=replay_why)
     else:
-        fields["btrfs"], fields["btrfs_error"] = gather_btrfs(roots, cfg, data_roots)
-    fields["orphans"], fields["orphans_error"] = gather_orphans(roots, cfg)
+        if need("btrfs"):
+            fields["btrfs"], fields["btrfs_error"] = gather_btrfs(roots, cfg, data_roots)
+        else:
+            fields["btrfs_error"] = NOT_NEEDED
+        if need("orphans"):
+            fields["orphans"], fields["orphans_error"] = gather_orphans(roots, cfg)
+        else:
+            fields["orphans_error"] = NOT_NEEDED
     return CheckInputs(**fields)
 
 
 def run_check(roots: HostRoots, cfg: CheckConfig, only: tuple[str, ...] = ()) -> CheckReport:
-    """Gather, evaluate, time the whole run."""
+    """Gather what the enabled checks need, evaluate, time the whole run."""
     t0 = time.monotonic()
     ts = time.time()
-    inputs = gather_inputs(roots, cfg)
+    enabled = {cid for cid, s in cfg.checks.items() if s.enabled and (not only or cid in only)}
+    inputs = gather_inputs(roots, cfg, enabled)
     results = run_checks(inputs, cfg.checks, only)
     return make_report(results, ts, time.monotonic() - t0)
 
@@ -534,11 +567,14 @@ def run_check(roots: HostRoots, cfg: CheckConfig, only: tuple[str, ...] = ()) ->
 def write_textfile(path: str, data: str) -> None:
     """Write atomically for node_exporter's textfile collector: temp file in the same dir (not
     ending in .prom, so the collector never reads it), fsync, rename over, fsync the dir."""
+    import tempfile
+
     d = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
-    tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp")
+    tmp = ""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        # O_EXCL with a random name: never clobbers or follows anything already there
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d)
         try:
             os.fchmod(fd, 0o644)
             view = memoryview(data.encode("utf-8"))
@@ -555,7 +591,8 @@ def write_textfile(path: str, data: str) -> None:
         finally:
             os.close(dfd)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise OvlinspectError(f"cannot write the textfile {path}: {exc.strerror or exc}",
                               hint="the directory must exist and be writable (node_exporter's --collector.textfile.directory)") from None

@@ -294,6 +294,9 @@ def test_volatile_leftover_and_stale_merged(tmp: str, upperfs: str) -> None:
     stale = finding_lines(r.stdout, "WARNING", "stale_merged")
     assert len(vol) == 1 and marker in vol[0], r.stdout
     assert len(stale) == 1 and merged in stale[0], r.stdout
+    assert len(r.stdout.splitlines()) == 3  # two findings and the summary line
+    v = check(tmp, *args, "--verbose")
+    assert v.returncode == 1 and any(ln.startswith("WARNING  volatile_marker: 1 left-over") for ln in v.stdout.splitlines()), v.stdout
     code, doc = check_json(tmp, *args)
     assert metric(doc, "stale_merged", "ovlinspect_stale_merged_dirs", runtime="docker") == 1
     assert metric(doc, "volatile_marker", "ovlinspect_volatile_markers_leftover", runtime="docker") == 1
@@ -341,6 +344,11 @@ def test_hung_filesystem_is_unknown_not_a_hang(tmp: str) -> None:
         assert r.returncode == 3, r
         lines = finding_lines(r.stdout, "UNKNOWN", "fs_free_space")
         assert len(lines) == 1 and mnt in lines[0] and "no answer within 2s" in lines[0], r.stdout
+        assert r.stdout.splitlines()[-1].startswith("ovlinspect check: UNKNOWN (2 unknown")
+        v = run_check(tmp, *base_args(tmp, "--path", mnt, "--timeout", "1", "--verbose"), timeout=120)
+        assert v.returncode == 3, v  # every other check still ran and is OK
+        assert any(ln.startswith("OK") and " layer_missing:" in ln for ln in v.stdout.splitlines()), v.stdout
+        assert any(ln.startswith("UNKNOWN  backing_dtype:") for ln in v.stdout.splitlines()), v.stdout
     finally:
         os.kill(daemon.pid, signal.SIGCONT)
         subprocess.run(["fusermount", "-u", mnt], capture_output=True)

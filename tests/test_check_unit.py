@@ -268,6 +268,13 @@ def test_shipped_example_config_is_valid() -> None:
     assert cfg.checks == default_settings()  # the example documents the defaults
 
 
+def test_cli_unwritable_textfile_is_unknown(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    res = runner.invoke(app, ["check", "--only", "lower_layers", "--lock", str(tmp_path / "lock"),
+                              "--textfile", str(tmp_path / "no-such-dir" / "x.prom")])
+    assert res.exit_code == 3
+    assert f"error: cannot write the textfile {tmp_path}/no-such-dir/x.prom" in res.output
+
+
 def test_cli_help_mentions_exit_codes() -> None:
     res = runner.invoke(app, ["check", "--help"])
     assert res.exit_code == 0 and "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN" in res.output
