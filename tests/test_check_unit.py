@@ -302,3 +302,18 @@ def test_backing_entry_longest_prefix_last_mounted_wins() -> None:
     assert backing_entry("/var/lib/docker/overlay2/x/diff", es).mount_id == 4  # type: ignore[union-attr]
     assert backing_entry("/var/lib/dockerx", es).mount_id == 2  # type: ignore[union-attr]
     assert backing_entry("/srv", es).mount_id == 1  # type: ignore[union-attr]
+
+
+def test_replayed_mountinfo(samples, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A captured mountinfo (Docker sample): the mount checks run on it, the host-only ones say why not."""
+    mi = os.path.join(samples, "docker", "host-mountinfo-with-running-container.txt")
+    res = runner.invoke(app, ["check", "--mountinfo", mi, "--lock", str(tmp_path / "lock"), "--format", "json"])
+    doc = json.loads(res.stdout)
+    by = {c["id"]: c for c in doc["checks"]}
+    assert by["lower_layers"]["status_text"] == "OK" and by["layer_missing"]["status_text"] == "OK"
+    assert "1 overlay mount(s)" in by["layer_missing"]["summary"]
+    for cid in ("fs_free_space", "btrfs_metadata", "orphan_bytes", "stale_merged"):
+        assert by[cid]["status_text"] == "UNKNOWN" and "replaying" in by[cid]["summary"], by[cid]
+    assert res.exit_code == 3 == doc["status"]
+    only = runner.invoke(app, ["check", "--mountinfo", mi, "--lock", str(tmp_path / "lock"), "--only", "lower_layers", "--only", "layer_missing"])
+    assert (only.exit_code, only.stdout) == (0, "")
