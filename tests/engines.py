@@ -43,7 +43,7 @@ CMD ["/bin/sleep", "3600"]
 """
 RUNNING_CHANGES = "echo new > /added/new.txt && echo more >> /data/keep.txt && rm /added/one.txt && rm -rf /renamed"
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-APPLETS = ["sh", "ls", "rm", "mv", "mkdir", "echo", "cat", "sleep", "touch", "true", "seq", "head", "dd"]
+APPLETS = ["sh", "ls", "rm", "mv", "mkdir", "echo", "cat", "sleep", "touch", "true", "seq", "head", "dd", "xargs"]
 
 
 def _need_root_and(*binaries: str) -> None:

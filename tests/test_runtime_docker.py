@@ -320,7 +320,7 @@ def test_orphans_after_killing_dockerd_mid_rmi(docker_engine, tmp_path) -> None:
     ctx.mkdir()
     # a big unique layer, so that removing it takes long enough to interrupt
     (ctx / "Dockerfile").write_text(
-        "FROM ovl-test/base:1\nRUN mkdir /big && cd /big && i=0; while [ $i -lt 30000 ]; do : > f$i; i=$((i+1)); done\n"
+        "FROM ovl-test/base:1\nRUN mkdir /big && cd /big && seq 1 20000 | xargs touch\n"
     )
     d.docker("build", "-q", "-t", "ovl-test/victim-rmi:1", str(ctx))
     before = _orphans(d)
@@ -332,6 +332,7 @@ def test_orphans_after_killing_dockerd_mid_rmi(docker_engine, tmp_path) -> None:
     while time.monotonic() < deadline and not removing:
         removing = [n for n in os.listdir(sha) if n.endswith("-removing")]
     d.kill9()
+    rmi.kill()  # the client would wait for the dead daemon
     rmi.wait(30)
     try:
         assert removing, "never saw the layerdb entry renamed to -removing"

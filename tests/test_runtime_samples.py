@@ -331,3 +331,14 @@ def test_discovery_from_config_files(tmp_path, monkeypatch) -> None:  # type: ig
     (etc / "docker" / "daemon.json").write_text("{not json")
     rr = discover_roots(etc_root=str(etc), scan_processes=False)
     assert any(p.kind == "config" for p in rr.problems)
+
+
+def test_env_overrides_pin_roots(docker_root: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ovlinspect.runtimes import overrides_from_env, runtime_roots
+
+    assert overrides_from_env({}) is None
+    monkeypatch.setenv("OVLINSPECT_DOCKER_ROOT", docker_root)
+    rr = runtime_roots(HostRoots(mountinfo_file=os.devnull))
+    assert [r.path for r in rr.docker] == [docker_root] and rr.docker[0].source == "--docker-root"
+    st = stack_for_named(HostRoots(mountinfo_file=os.devnull), container="ovl-running")
+    assert st.owner is not None and st.owner.container_name == "ovl-running"

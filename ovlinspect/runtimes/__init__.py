@@ -7,7 +7,8 @@ Public API (used by `ls`, targets, `du --all`, `check`, `orphans`):
 - all_layer_dirs(roots) -> [(path, owner label)]: every layer dir the runtimes keep;
 - find_orphans(roots) -> (OrphanReport, problems): layer dirs nothing references, with sizes.
 Everything is read from disk (no daemon API), so it works with the daemons stopped. Runtime roots
-come from ovlinspect.runtimes.discovery; `roots.runtime_overrides` (when present) pins them.
+come from ovlinspect.runtimes.discovery; `roots.runtime_overrides` (when present) pins them, else
+the OVLINSPECT_{DOCKER,PODMAN,CONTAINERD}_ROOT environment variables do.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from ovlinspect.errors import Problem
     from ovlinspect.hostfs import HostRoots
     from ovlinspect.model import LayerStack, OverlayMount
-    from ovlinspect.runtimes.discovery import RuntimeRoots
+    from ovlinspect.runtimes.discovery import RootOverrides, RuntimeRoots
 
 
 def runtime_roots(roots: HostRoots) -> RuntimeRoots:
@@ -27,7 +28,25 @@ def runtime_roots(roots: HostRoots) -> RuntimeRoots:
     from ovlinspect.runtimes.discovery import RootOverrides, discover_roots
 
     ov = getattr(roots, "runtime_overrides", None)
-    return discover_roots(ov if isinstance(ov, RootOverrides) else None)
+    if not isinstance(ov, RootOverrides):
+        ov = overrides_from_env()
+    return discover_roots(ov)
+
+
+def overrides_from_env(env: dict[str, str] | None = None) -> RootOverrides | None:
+    """OVLINSPECT_DOCKER_ROOT / OVLINSPECT_PODMAN_ROOT / OVLINSPECT_CONTAINERD_ROOT (colon-separated
+    lists) pin the data roots for every command, like `orphans --docker-root` does for one."""
+    import os
+
+    from ovlinspect.runtimes.discovery import RootOverrides
+
+    e = os.environ if env is None else env
+
+    def split(name: str) -> tuple[str, ...]:
+        return tuple(p for p in e.get(name, "").split(":") if p)
+
+    ov = RootOverrides(split("OVLINSPECT_DOCKER_ROOT"), split("OVLINSPECT_PODMAN_ROOT"), split("OVLINSPECT_CONTAINERD_ROOT"))
+    return ov if (ov.docker or ov.podman or ov.containerd) else None
 
 
 def attach_owners(mounts: list[OverlayMount], roots: HostRoots) -> list[OverlayMount]:

@@ -27,6 +27,7 @@ LEAF_FLAG = 0x02
 META_FLAG = 0x04
 BUCKET_LEAF_FLAG = 0x01  # leaf element flag: value is a nested bucket
 MAX_DEPTH = 64  # b+tree depth and bucket nesting guard against loops in a corrupt file
+MAX_WALK_KEYS = 1_000_000  # walk(): keys visited in all, against buckets that contain themselves
 
 
 class BoltError(ValueError):
@@ -92,12 +93,19 @@ class BoltDB:
             raise BoltError(f"page {pgid} out of range")
         return off
 
-    def _iter_page(self, base: bytes, off: int, depth: int) -> Iterator[tuple[bytes, bytes, bool]]:
-        """Leaf entries (key, value, is_bucket) under the page at `off` in `base`, in key order."""
+    def _iter_page(self, base: bytes, off: int, depth: int, seen: set[int] | None = None) -> Iterator[tuple[bytes, bytes, bool]]:
+        """Leaf entries (key, value, is_bucket) under the page at `off` in `base`, in key order.
+
+        `seen`: pages already visited in this traversal; a b+tree never reaches a page twice, so a
+        corrupt file whose branch points back up is refused instead of looping (count^depth)."""
         if depth > MAX_DEPTH:
             raise BoltError("b+tree too deep (corrupt file?)")
+        if off + PAGE_HEADER > len(base):
+            raise BoltError("page header beyond the end of the data")
         _pid, flags, count, _ovf = struct.unpack_from("<QHHI", base, off)
         ebase = off + PAGE_HEADER
+        if ebase + 16 * count > len(base):
+            raise BoltError(f"page at offset {off} claims {count} elements beyond the end of the data")
         if flags & LEAF_FLAG:
             for i in range(count):
                 e = ebase + 16 * i
@@ -107,10 +115,14 @@ class BoltDB:
         elif flags & BRANCH_FLAG:
             if base is not self.data:
                 raise BoltError("branch page inside an inline bucket")
+            seen = set() if seen is None else seen
             for i in range(count):
                 e = ebase + 16 * i
                 _pos, _ksize, child = struct.unpack_from("<IIQ", base, e)
-                yield from self._iter_page(self.data, self._page(child), depth + 1)
+                if child in seen:
+                    raise BoltError(f"page {child} reached twice (corrupt b+tree)")
+                seen.add(child)
+                yield from self._iter_page(self.data, self._page(child), depth + 1, seen)
         else:
             raise BoltError(f"unexpected page flags {flags:#x}")
 
@@ -159,14 +171,21 @@ class BoltDB:
         except KeyError:
             return {}
 
-    def walk(self, *path: bytes, depth: int = 0) -> Iterator[tuple[tuple[bytes, ...], bytes | None]]:
-        """Every key under `path`, depth first: (full path, value or None for a bucket)."""
+    def walk(self, *path: bytes, depth: int = 0, budget: list[int] | None = None) -> Iterator[tuple[tuple[bytes, ...], bytes | None]]:
+        """Every key under `path`, depth first: (full path, value or None for a bucket).
+
+        A corrupt file can make buckets contain themselves; `budget` bounds the total keys visited
+        (a real containerd metadata file has a few thousand)."""
         if depth > MAX_DEPTH:
             raise BoltError("buckets nested too deep")
+        budget = [MAX_WALK_KEYS] if budget is None else budget
         for k, v, b in list(self.items(*path)):
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise BoltError(f"more than {MAX_WALK_KEYS} keys (corrupt file: buckets that contain themselves?)")
             yield (*path, k), (None if b else v)
             if b:
-                yield from self.walk(*path, k, depth=depth + 1)
+                yield from self.walk(*path, k, depth=depth + 1, budget=budget)
 
 
 def uvarint(b: bytes) -> int:

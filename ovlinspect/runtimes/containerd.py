@@ -201,7 +201,7 @@ class ContainerdRuntime:
         try:
             with open(os.path.join(self.root, CONTENT, algo, hexd), "rb") as fh:
                 doc = json.loads(fh.read(16 << 20))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return None
         return doc if isinstance(doc, dict) else None
 

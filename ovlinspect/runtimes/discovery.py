@@ -73,7 +73,7 @@ def _load_json(path: str, problems: list[Problem]) -> dict:
         return doc if isinstance(doc, dict) else {}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         problems.append(Problem("config", f"cannot read {path}: {exc}", path))
         return {}
 
@@ -84,7 +84,7 @@ def _load_toml(path: str, problems: list[Problem]) -> dict:
             return tomllib.loads(fh.read(1 << 20).decode("utf-8", "replace"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         problems.append(Problem("config", f"cannot read {path}: {exc}", path))
         return {}
 

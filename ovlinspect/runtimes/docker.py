@@ -126,6 +126,11 @@ def _read_small(path: str, state: DockerState | None = None, missing_ok: bool = 
             state.problems.append(problem_from_oserror(exc, path))
             state.complete = False
         return None
+    except ValueError:  # a record named a path with a NUL byte in it (a corrupt `lower` file)
+        if state is not None:
+            state.problems.append(Problem("malformed", "path holds a NUL byte", path.replace("\0", "\\0")))
+            state.complete = False
+        return None
 
 
 def _read_json(path: str, state: DockerState) -> dict | None:
@@ -134,7 +139,7 @@ def _read_json(path: str, state: DockerState) -> dict | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # json recurses per nesting level
         state.problems.append(Problem("malformed", f"not JSON: {exc}", path))
         state.complete = False
         return None
@@ -215,10 +220,12 @@ def read_docker(root: str) -> DockerState:
     imgroot = os.path.join(root, "image", DRIVER)
     refs: dict[str, list[str]] = {}
     repos = _read_json(os.path.join(imgroot, "repositories.json"), st) or {}
-    for _repo, tags in (repos.get("Repositories") or {}).items():
+    by_repo = repos.get("Repositories")
+    for _repo, tags in (by_repo.items() if isinstance(by_repo, dict) else ()):
         if isinstance(tags, dict):
             for ref, iid in tags.items():
-                refs.setdefault(iid, []).append(ref)
+                if isinstance(iid, str):  # hand-edited or corrupt records: skip what is not a reference
+                    refs.setdefault(iid, []).append(ref)
     content = os.path.join(imgroot, "imagedb", "content", "sha256")
     for name in _listdir(content, st):
         iid = "sha256:" + name
@@ -230,7 +237,7 @@ def read_docker(root: str) -> DockerState:
         parent = _read_small(os.path.join(imgroot, "imagedb", "metadata", "sha256", name, "parent"))
         st.images[iid] = DockerImage(
             iid,
-            tuple(d for d in rootfs.get("diff_ids") or [] if isinstance(d, str)),
+            tuple(d for d in (rootfs.get("diff_ids") if isinstance(rootfs.get("diff_ids"), list) else ()) if isinstance(d, str)),
             tuple(h for h in hist if isinstance(h, dict)),
             tuple(sorted(refs.get(iid, []))),
             parent or None,

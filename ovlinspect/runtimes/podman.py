@@ -54,11 +54,26 @@ def _read_list(path: str, st: PodmanState, required: bool) -> list[dict]:
         st.problems.append(problem_from_oserror(exc, path))
         st.complete = False
         return []
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         st.problems.append(Problem("malformed", f"not JSON: {exc}", path))
         st.complete = False
         return []
-    return [d for d in doc if isinstance(d, dict) and isinstance(d.get("id"), str)] if isinstance(doc, list) else []
+    return [_typed(d) for d in doc if isinstance(d, dict) and isinstance(d.get("id"), str)] if isinstance(doc, list) else []
+
+
+# Fields whose type the code relies on (layers.go / images.go / containers.go declare them as
+# strings, []string and a map): a record holding anything else there is corrupt or hand-edited,
+# and the field is dropped rather than trusted.
+_STR_FIELDS = ("parent", "layer", "image", "metadata", "diff-digest", "path")
+
+
+def _typed(d: dict) -> dict:
+    out = {k: v for k, v in d.items() if k not in _STR_FIELDS or isinstance(v, str)}
+    if "names" in out:
+        out["names"] = [n for n in out["names"] if isinstance(n, str)] if isinstance(out["names"], list) else []
+    if "flags" in out and not isinstance(out["flags"], dict):
+        del out["flags"]
+    return out
 
 
 def read_podman(root: str, run_root: str | None) -> PodmanState:
@@ -80,7 +95,7 @@ def _meta(c: dict) -> dict:
     try:
         m = json.loads(c.get("metadata") or "{}")
         return m if isinstance(m, dict) else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
 
 
@@ -90,7 +105,7 @@ def image_config(root: str, image_id: str) -> dict | None:
     try:
         with open(os.path.join(root, "overlay-images", image_id, key), "rb") as fh:
             doc = json.loads(fh.read(16 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -136,11 +151,13 @@ class PodmanRuntime:
         meta = _meta(c)
         names = c.get("names") or []
         img = self.state.images.get(c.get("image") or "")
-        ref = meta.get("image-name") or ((img.get("names") or [None])[0] if img else None)
+        ref = meta.get("image-name") if isinstance(meta.get("image-name"), str) else None
+        ref = ref or ((img.get("names") or [None])[0] if img else None)
         details = {"graphroot": self.root, "layer-id": str(c.get("layer"))}
         mp = self.state.mountpoints.get(c.get("layer") or "")
         details["state"] = "mounted" if mp and mp.get("count", 0) else "not mounted"
-        return Owner("podman", c["id"], names[0] if names else meta.get("name"), ref, c.get("image"), details)
+        name = names[0] if names else (meta.get("name") if isinstance(meta.get("name"), str) else None)
+        return Owner("podman", c["id"], name, ref, c.get("image"), details)
 
     def _with_identity(self, la: Layer) -> Layer:
         lid = self.layer_id_of(la.path) or self.layer_id_of(la.written)
