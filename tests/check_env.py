@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,26 @@ def run_check(keep: str, *args: str, timeout: float = 120) -> subprocess.Complet
         [sys.executable, os.path.abspath(__file__), "--keep", keep, "--", "check", *args],
         capture_output=True, text=True, timeout=timeout, env=env,
     )
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Samples of a text exposition, label values unescaped (\\\\, \\", \\n)."""
+    out = {}
+    for line in text.split("\n"):  # the format's only line separator (not \r, \v, U+2028...)
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        labels = frozenset(
+            (k, re.sub(r"\\(.)", lambda mm: "\n" if mm.group(1) == "n" else mm.group(1), v))
+            for k, v in _LABEL.findall(m.group(2) or "")
+        )
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
 
 
 def _sandbox(keep: str, argv: list[str]) -> None:

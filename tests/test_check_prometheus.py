@@ -6,7 +6,6 @@ half-written textfile.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from check_env import REPO, loopfs, run_check
+from check_env import REPO, loopfs, parse_exposition, run_check
 from ovl import mount_legacy, umount
 
 RULES = os.path.join(REPO, "contrib", "prometheus", "ovlinspect-alerts.yml")
@@ -29,26 +28,6 @@ needs_node_exporter = pytest.mark.skipif(NODE_EXPORTER is None, reason="node_exp
 
 # A mount point whose name needs every label escape: quote, backslash, newline (and a space).
 HOSTILE = 'm "q" b\\s\nnl'
-
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$')
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Samples of a text exposition, label values unescaped (\\\\, \\", \\n)."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        labels = frozenset(
-            (k, re.sub(r"\\(.)", lambda mm: "\n" if mm.group(1) == "n" else mm.group(1), v))
-            for k, v in _LABEL.findall(m.group(2) or "")
-        )
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
 
 def _free_port() -> int:
     with socket.socket() as s:

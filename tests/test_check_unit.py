@@ -317,3 +317,24 @@ def test_replayed_mountinfo(samples, tmp_path) -> None:  # type: ignore[no-untyp
     assert res.exit_code == 3 == doc["status"]
     only = runner.invoke(app, ["check", "--mountinfo", mi, "--lock", str(tmp_path / "lock"), "--only", "lower_layers", "--only", "layer_missing"])
     assert (only.exit_code, only.stdout) == (0, "")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_prometheus_labels_round_trip(name: str) -> None:
+    """Any path (any Unicode, quotes, backslashes, newlines, lone surrogates from non-UTF-8 bytes)
+    comes back out of the exposition exactly (surrogates as U+FFFD), one sample per line."""
+    from check_env import parse_exposition
+
+    from ovlinspect.render.jsonout import display
+
+    rep = report(inputs(filesystems=(fs(name, avail_bytes=0),)))
+    text = render_prometheus(rep)
+    text.encode("utf-8")  # valid UTF-8, whatever the name
+    samples = parse_exposition(text)
+    key = ("ovlinspect_finding_status", frozenset({("check", "fs_free_space"), ("filesystem", display(name))}))
+    assert samples[key] == 2
