@@ -266,6 +266,9 @@ class DockerEngine(Engine):
             if ids:
                 self.docker("kill", *ids, check=False)
         _stop(self.proc)
+        # dockerd bind-mounts its data root onto itself (shared propagation); never leave it behind
+        if os.path.ismount(self.root):
+            subprocess.run(["umount", "-l", self.root], check=False)
 
 
 def _build_docker(d: DockerEngine, work: str) -> None:

@@ -93,7 +93,7 @@ def _containerd_from_config(doc: dict) -> tuple[str | None, str | None]:
     """(root, overlayfs snapshotter root_path) from a containerd config.toml (v1 or v2 names)."""
     root = doc.get("root") if isinstance(doc.get("root"), str) else None
     snap = None
-    plugins = doc.get("plugins") if isinstance(doc.get("plugins"), dict) else {}
+    plugins: dict = doc["plugins"] if isinstance(doc.get("plugins"), dict) else {}
     for key in ("io.containerd.snapshotter.v1.overlayfs", "overlayfs"):
         p = plugins.get(key)
         if isinstance(p, dict) and isinstance(p.get("root_path"), str) and p["root_path"]:

@@ -206,12 +206,12 @@ def read_docker(root: str) -> DockerState:
         if cfg is None:
             st.containers[cid] = DockerContainer(cid, None, None, None, None, None)
             continue
-        state = cfg.get("State") if isinstance(cfg.get("State"), dict) else {}
-        conf = cfg.get("Config") if isinstance(cfg.get("Config"), dict) else {}
-        name = cfg.get("Name")
+        state: dict = cfg["State"] if isinstance(cfg.get("State"), dict) else {}
+        conf: dict = cfg["Config"] if isinstance(cfg.get("Config"), dict) else {}
+        cname = cfg.get("Name")
         st.containers[cid] = DockerContainer(
             cid,
-            name.lstrip("/") if isinstance(name, str) else None,
+            cname.lstrip("/") if isinstance(cname, str) else None,
             cfg.get("Image") if isinstance(cfg.get("Image"), str) else None,
             conf.get("Image") if isinstance(conf.get("Image"), str) else None,
             bool(state.get("Running")) if state else None,
@@ -232,12 +232,12 @@ def read_docker(root: str) -> DockerState:
         cfg = _read_json(os.path.join(content, name), st)
         if cfg is None:
             continue
-        rootfs = cfg.get("rootfs") if isinstance(cfg.get("rootfs"), dict) else {}
-        hist = cfg.get("history") if isinstance(cfg.get("history"), list) else []
+        rootfs: dict = cfg["rootfs"] if isinstance(cfg.get("rootfs"), dict) else {}
+        hist: list = cfg["history"] if isinstance(cfg.get("history"), list) else []
         parent = _read_small(os.path.join(imgroot, "imagedb", "metadata", "sha256", name, "parent"))
         st.images[iid] = DockerImage(
             iid,
-            tuple(d for d in (rootfs.get("diff_ids") if isinstance(rootfs.get("diff_ids"), list) else ()) if isinstance(d, str)),
+            tuple(d for d in (rootfs["diff_ids"] if isinstance(rootfs.get("diff_ids"), list) else ()) if isinstance(d, str)),
             tuple(h for h in hist if isinstance(h, dict)),
             tuple(sorted(refs.get(iid, []))),
             parent or None,
@@ -469,8 +469,9 @@ class DockerRuntime:
             if ch in chains:
                 i = chains.index(ch)
                 n = {"image_layer": str(i + 1), "image_layers": str(len(chains))}
-                if hist[i]:
-                    n["created_by"] = hist[i]
+                cb = hist[i]
+                if cb:
+                    n["created_by"] = cb
                 notes[la.index] = n
         return notes
 
@@ -674,7 +675,7 @@ class DockerRuntime:
 
     def _reachable_chains(self) -> set[str]:
         out: set[str] = set()
-        starts = [c for img in self.state.images.values() for c in chain_ids(img.diff_ids)[-1:]]
+        starts: list[str | None] = [c for img in self.state.images.values() for c in chain_ids(img.diff_ids)[-1:]]
         starts += [m.parent for m in self.state.mounts.values() if m.parent]
         for ch in starts:
             while ch and ch not in out:

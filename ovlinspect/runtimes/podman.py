@@ -277,7 +277,7 @@ class PodmanRuntime:
         return "podman (unreferenced)"
 
     def layer_dirs(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
         try:
             names = sorted(os.listdir(self.home))
         except OSError:
@@ -335,8 +335,8 @@ class PodmanRuntime:
                 )
             )
         for short, tgt in self.links.items():
-            lid = link_target_id(tgt)
-            if lid is not None and not os.path.lexists(os.path.join(self.home, lid)):
+            tid = link_target_id(tgt)
+            if tid is not None and not os.path.lexists(os.path.join(self.home, tid)):
                 p = os.path.join(self.home, "l", short)
                 facts.append(A.DirFacts(path=p, kind=A.KIND_DANGLING_LINK, age_seconds=age_of(p, now), size_bytes=0, is_dir=False, **base))
         return facts
