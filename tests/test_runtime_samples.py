@@ -342,3 +342,14 @@ def test_env_overrides_pin_roots(docker_root: str, monkeypatch) -> None:  # type
     assert [r.path for r in rr.docker] == [docker_root] and rr.docker[0].source == "--docker-root"
     st = stack_for_named(HostRoots(mountinfo_file=os.devnull), container="ovl-running")
     assert st.owner is not None and st.owner.container_name == "ovl-running"
+
+
+def test_docker_unfinished_write_set_protects_new_dirs(docker_root: str) -> None:
+    """A pull in progress: the driver dir exists before the layerdb write set names it."""
+    leaked = os.path.join(docker_root, "overlay2", "d" * 64)
+    os.makedirs(os.path.join(leaked, "diff"))
+    os.makedirs(os.path.join(docker_root, "image", "overlay2", "layerdb", "tmp", "write-set-123"))
+    rt = DockerRuntime(_found(docker_root))
+    assert A.classify_all(rt.orphan_facts(set(), 0.0 + 1e12, daemon_running=True), 0) == []
+    found = A.classify_all(rt.orphan_facts(set(), 0.0 + 1e12, daemon_running=False), 0)
+    assert [(f.path, f.verdict) for f in found] == [(leaked, A.ORPHAN)]

@@ -80,6 +80,10 @@ class DockerState:
     layers: dict[str, DockerLayer] = field(default_factory=dict)  # chain id -> layer
     removing: list[DockerLayer] = field(default_factory=list)
     in_progress_cache_ids: set[str] = field(default_factory=set)  # layerdb/tmp write sets
+    # mtimes of write sets that do not name their cache-id yet: layer_store.go registerWithDescriptor
+    # creates the driver dir, then extracts the layer (minutes for big ones), and only then writes
+    # cache-id into the transaction, so a dir made after such a write set started may be that layer
+    open_write_sets: list[float] = field(default_factory=list)
     mounts: dict[str, DockerMountRef] = field(default_factory=dict)  # container id -> mount ref
     containers: dict[str, DockerContainer] = field(default_factory=dict)
     images: dict[str, DockerImage] = field(default_factory=dict)
@@ -193,6 +197,11 @@ def read_docker(root: str) -> DockerState:
         c = _read_small(os.path.join(tmp, name, "cache-id"))
         if c:
             st.in_progress_cache_ids.add(c)
+        else:
+            try:
+                st.open_write_sets.append(os.lstat(os.path.join(tmp, name)).st_mtime)
+            except OSError:
+                pass
     mdir = os.path.join(db, "mounts")
     for cid in _listdir(mdir, st):
         d = os.path.join(mdir, cid)
@@ -639,11 +648,14 @@ class DockerRuntime:
                 also += (r.meta_dir,)
                 note = f"its layerdb entry {os.path.basename(r.meta_dir)} shows an interrupted `docker rmi`"
             bk = buildkit_mentions(self.root, idpart)
+            why: tuple[str, ...] = (f"named in {bk}",) if bk else ()
+            if st.open_write_sets and daemon_running and _created_after(d, min(st.open_write_sets) - 60):
+                why += ("may be the layer of an unfinished layerdb/tmp write set (a pull or load in progress)",)
             facts.append(
                 A.DirFacts(
                     path=d,
                     kind=kind,
-                    references=(f"named in {bk}",) if bk else (),
+                    references=why,
                     mounted=is_mounted,
                     age_seconds=age_of(d, now),
                     size_bytes=allocated_bytes(d) if is_dir else 0,
@@ -693,6 +705,14 @@ def _through_link(la: Layer, home: str, layer_id: str) -> dict[str, Any]:
         return {}
     target = os.path.join(home, layer_id, "diff")
     return {"path": target, "resolution": f"{la.resolution}; its l/ link names {layer_id}/diff"}
+
+
+def _created_after(path: str, t: float) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return True
+    return max(st.st_mtime, st.st_ctime) >= t
 
 
 def _looks_like_id(name: str) -> bool:
