@@ -38,7 +38,10 @@ KIND_BY_FMT = {
     stat.S_IFIFO: "fifo",
     stat.S_IFSOCK: "socket",
 }
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+_DIR_FLAGS_NOATIME = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+# O_NOATIME is refused with EPERM unless the caller owns the file or has CAP_FOWNER (open(2)):
+# unprivileged runs open without it.
+_DIR_FLAGS = _DIR_FLAGS_NOATIME if os.geteuid() == 0 else _DIR_FLAGS_NOATIME & ~getattr(os, "O_NOATIME", 0)
 TAR_WHITEOUT_PREFIX = ".wh."  # OCI image-spec layer.md: `.wh.<name>`, `.wh..wh..opq`
 CAP_SYS_ADMIN = 21  # include/uapi/linux/capability.h
 
@@ -183,6 +186,10 @@ class LayerReader:
             try:
                 fd = os.open(self.paths[layer], _DIR_FLAGS)
             except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.paths[layer]):
+                    raise ReadProblem(
+                        Problem("symlink", "layer root is a symlink pointing outside its runtime directory: not followed", self.paths[layer])
+                    ) from None
                 raise ReadProblem(problem_from_oserror(exc, self.paths[layer], "open layer")) from None
             self._remember((layer, ()), fd)
         cur = self._fds[(layer, path[:start])]
@@ -355,17 +362,22 @@ class DictView:
                     full.setdefault(comps[:i], Entry(comps[i - 1], "dir", stat.S_IFDIR | 0o755, 0))
                 full[comps] = e
             self.layers.append(full)
+        # paths whose every ancestor is a directory (what a walk without following reaches)
+        self.reachable = []
+        for full in self.layers:
+            ok = {()}
+            for k in sorted(full, key=len):
+                if k and k[:-1] in ok and full[k[:-1]].is_dir:
+                    ok.add(k)
+            self.reachable.append(ok)
 
     def n_layers(self) -> int:
         return len(self.layers)
 
     def entry(self, layer: int, path: tuple[str, ...]) -> Entry | None:
-        d = self.layers[layer]
-        for i in range(1, len(path)):
-            e = d.get(path[:i])
-            if e is None or not e.is_dir:
-                return None
-        return d.get(path)
+        if path not in self.reachable[layer]:
+            return None
+        return self.layers[layer].get(path)
 
     def children(self, layer: int, path: tuple[str, ...]) -> Iterator[Entry]:
         d = self.layers[layer]

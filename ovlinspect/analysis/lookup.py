@@ -24,6 +24,7 @@ reaches them (ovl_lookup_data_layers).
 from __future__ import annotations
 
 import difflib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,7 @@ class LookupContext:
         self.metacopy = eff["metacopy"].value == "on" if "metacopy" in eff else False
         self.root_lowers = tuple(Loc(i, ()) for i in self.lower_idx)
         self.problems: list[Problem] = []
+        self.problem_layers: set[int] = set()  # layers where a read failed during this lookup
 
     def root(self) -> MergedDir:
         return MergedDir((), Loc(0, ()) if self.has_upper else None, self.root_lowers)
@@ -133,6 +135,7 @@ class LookupContext:
             return self.view.entry(layer, path)
         except ReadProblem as rp:
             self.problems.append(rp.problem)
+            self.problem_layers.add(layer)
             return None
 
     def role(self, layer: int) -> str:
@@ -376,11 +379,26 @@ def _fmt(comps: tuple[str, ...] | list[str]) -> str:
     return "/" + "/".join(comps)
 
 
+KEEP_LAST_STEPS = 64  # plain steps kept for the last components of a deep path (all notable ones are kept)
+_NOTABLE = {"whiteout", "opaque", "redirect", "stops_merge", "metacopy", "data", "symlink", "covered", "non_directory"}
+
+
+@dataclass(frozen=True)
+class _Level:
+    """What the lookup of one path component left behind (compact: no paths, deep paths stay cheap)."""
+
+    same_path_layers: frozenset[int]  # layers merged into this dir at the same path
+    events: tuple[tuple[int, str, str], ...]  # (layer, what, detail)
+
+
 class _Walk:
     def __init__(self, ctx: LookupContext):
         self.ctx = ctx
-        self.steps: list[dict[str, Any]] = []
+        self.notable: list[tuple[int, dict[str, Any]]] = []
+        self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEEP_LAST_STEPS * 4)
         self.uncertain: list[str] = []
+        self.seq = 0
+        self.elided = 0
 
     def step(self, comp: str, merged: tuple[str, ...], ev: Event | None, what: str, detail: str = "") -> None:
         rec: dict[str, Any] = {"component": comp, "path": _fmt(merged), "event": what, "detail": detail}
@@ -393,12 +411,26 @@ class _Walk:
                 rec["note"] = dict(note)
         else:
             rec["layer"] = None
-        self.steps.append(rec)
+        self.seq += 1
+        if what in _NOTABLE:
+            self.notable.append((self.seq, rec))
+        else:
+            if len(self.recent) == self.recent.maxlen:
+                self.elided += 1
+            self.recent.append((self.seq, rec))
 
     def record(self, comp: str, merged: tuple[str, ...], found: Found) -> None:
         for ev in found.events:
             self.step(comp, merged, ev, ev.what, ev.detail)
         self.uncertain.extend(found.uncertain)
+
+    def steps(self) -> tuple[dict[str, Any], ...]:
+        allst = sorted(self.notable + list(self.recent), key=lambda x: x[0])
+        out = [r for _, r in allst]
+        if self.elided:
+            out.insert(0, {"component": "", "path": "", "event": "elided", "layer": None,
+                           "detail": f"{self.elided} plain steps of the upper components not shown"})
+        return tuple(out)
 
 
 def _present_in(ctx: LookupContext, comps: tuple[str, ...], layers: list[int]) -> list[int]:
@@ -424,62 +456,68 @@ def _suggest(ctx: LookupContext, parent: MergedDir | None, name: str) -> list[st
     return sorted(out)[:5]
 
 
+_ERROR_WORDS = {
+    "metacopy_data_missing": "a metacopy file whose data is in no lower layer: the kernel fails the lookup with EIO",
+    "metacopy_not_enabled": "a metacopy file, but the stack is not mounted with metacopy=on: the kernel refuses it (EPERM)",
+    "redirect_not_followed": "a redirected directory, but redirect_dir=nofollow: the kernel refuses it (EPERM)",
+    "invalid_redirect": "an invalid overlay.redirect value: the kernel fails the lookup with EINVAL",
+}
+
+
 def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = MAX_SYMLINK_HOPS,
                  ctx: LookupContext | None = None) -> Explanation:
-    """Why `path` (inside the merged view) is or is not visible, with evidence layer by layer."""
+    """Why `path` (inside the merged view) is or is not visible, with evidence layer by layer.
+
+    Iterative; memory stays linear in the path depth (10,000-component paths work): only the
+    current directory's stack is kept, plus a compact summary per component.
+    """
     ctx = ctx or LookupContext(stack, view)
     ctx.problems = []
     w = _Walk(ctx)
     pending = split_path(path)
     pending.reverse()  # a stack: pop() gives the next component
-    dirs: list[MergedDir] = [ctx.root()]
-    founds: list[Found] = []  # founds[m] = the lookup that produced dirs[m + 1]
+    cur = ctx.root()
+    comps: list[str] = []  # the resolved merged path of `cur`
+    levels: list[_Level] = []  # levels[m] = the lookup that produced comps[: m + 1]
     hops = 0
     covered = {c.rstrip("/") or "/" for c in stack.covered}
     original = _fmt(split_path(path))
 
-    def done(visible: bool, verdict: str, layer: int | None, msg: str, **kw: Any) -> Explanation:
-        resolved = _fmt(dirs[-1].path + ((kw.pop("last"),) if "last" in kw else ()))
+    def done(visible: bool, verdict: str, layer: int | None, msg: str, last: str | None = None, **kw: Any) -> Explanation:
+        resolved = _fmt(comps + ([last] if last is not None else []))
         assumed = None
-        if w.uncertain and verdict not in ("covered_by_mount",):
+        if w.uncertain and verdict != "covered_by_mount":
             assumed, verdict = verdict, "unknown"
             msg += "; but " + w.uncertain[0] + " could not be read (trusted.* xattrs need CAP_SYS_ADMIN: run as root)"
-        return Explanation(original, visible, verdict, layer, tuple(w.steps), message=msg, assumed_verdict=assumed,
+        return Explanation(original, visible, verdict, layer, w.steps(), message=msg, assumed_verdict=assumed,
                            problems=tuple(ctx.problems), resolved=resolved if resolved != original else None, **kw)
 
     while pending:
         comp = pending.pop()
         if comp == "..":
-            if len(dirs) > 1:
-                dirs.pop()
-                founds.pop()
+            if comps:
+                comps.pop()
+                levels.pop()
+                back, _ = resolve_dir(ctx, comps)
+                cur = back if back is not None else ctx.root()
             continue
-        parent = dirs[-1]
-        merged = parent.path + (comp,)
+        merged = cur.path + (comp,)
         if _fmt(merged) in covered:
             w.step(comp, merged, None, "covered", "another mount is mounted here")
             return done(False, "covered_by_mount", None,
-                        f"{_fmt(merged)} has another mount on top of it: what is there does not come from these layers",
-                        last=comp)
-        found = lookup_child(ctx, parent, comp)
+                        f"{_fmt(merged)} has another mount on top of it: what is there does not come from these layers", last=comp)
+        found = lookup_child(ctx, cur, comp)
         w.record(comp, merged, found)
         is_last = not pending
         if found.error:
-            words = {
-                "metacopy_data_missing": "a metacopy file whose data is in no lower layer: the kernel fails the lookup with EIO",
-                "metacopy_not_enabled": "a metacopy file, but the stack is not mounted with metacopy=on: the kernel refuses it (EPERM)",
-                "redirect_not_followed": "a redirected directory, but redirect_dir=nofollow: the kernel refuses it (EPERM)",
-                "invalid_redirect": "an invalid overlay.redirect value: the kernel fails the lookup with EINVAL",
-            }
             lay = found.loc.layer if found.loc else (found.events[-1].layer if found.events else None)
-            return done(False, found.error, lay, f"{_fmt(merged)}: {words[found.error]}", last=comp)
+            return done(False, found.error, lay, f"{_fmt(merged)}: {_ERROR_WORDS[found.error]}", last=comp)
         if found.positive:
             assert found.entry is not None and found.loc is not None
             e = found.entry
             if is_last:
                 below = [li for li in ctx.visible_idx if li > found.loc.layer]
-                hidden = [li for li in _present_in(ctx, merged, below)
-                          if not any(h.layer == li for h in found.lower_hits)]
+                hidden = [li for li in _present_in(ctx, merged, below) if not any(h.layer == li for h in found.lower_hits)]
                 merged_in = [h.layer for h in found.lower_hits if h.layer != found.loc.layer]
                 what = {"dir": "directory"}.get(e.kind, e.kind)
                 msg = f"{_fmt(merged)} is visible: a {what} from layer {found.loc.layer} ({ctx.role(found.loc.layer)})"
@@ -491,12 +529,14 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
                     msg += f"; it hides the copies in layers {', '.join(map(str, hidden))}"
                 if e.kind == "symlink":
                     msg += f" (a symlink to {e.target!r}, not followed)"
-                return done(True, "visible", found.loc.layer, msg, kind=e.kind, shadows=tuple(hidden),
-                            data_layer=found.data.layer if found.data else None, last=comp)
+                return done(True, "visible", found.loc.layer, msg, last=comp, kind=e.kind, shadows=tuple(hidden),
+                            data_layer=found.data.layer if found.data else None)
             if e.is_dir:
                 assert found.dir is not None
-                dirs.append(found.dir)
-                founds.append(found)
+                cur = found.dir
+                comps.append(comp)
+                same = frozenset(lo.layer for lo in cur.locs if lo.path == cur.path)
+                levels.append(_Level(same, tuple((ev.layer, ev.what, ev.detail) for ev in found.events)))
                 continue
             if e.kind == "symlink":
                 hops += 1
@@ -507,13 +547,12 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
                                 f"too many symlinks (more than {max_hops}) resolving {original} (ELOOP)", last=comp)
                 tgt = e.target
                 if tgt.startswith("/"):
-                    dirs, founds = dirs[:1], []
+                    cur, comps, levels = ctx.root(), [], []
                 for c in reversed([c for c in tgt.split("/") if c and c != "."]):
                     pending.append(c)
                 continue
             # a non-directory in the middle of the path
-            rest = tuple(reversed(pending))
-            full = merged + rest
+            full = merged + tuple(reversed(pending))
             below = [li for li in ctx.visible_idx if li > found.loc.layer]
             under = _present_in(ctx, full, below)
             if under:
@@ -523,8 +562,7 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
             return done(False, "not_a_directory_parent", found.loc.layer,
                         f"{_fmt(merged)} is a {e.kind} (layer {found.loc.layer}), not a directory", last=comp)
         # negative
-        rest = tuple(reversed(pending))
-        full = merged + rest
+        full = merged + tuple(reversed(pending))
         if found.whiteout_layer is not None:
             wl = found.whiteout_layer
             below = [li for li in ctx.visible_idx if li > wl]
@@ -542,55 +580,50 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
         present = _present_in(ctx, full, ctx.visible_idx)
         if present:
             j = present[0]
-            cause = _cut_cause(ctx, founds, dirs, j, merged)
+            cause = _cut_cause(ctx, levels, comps, j)
             if cause is not None:
                 verdict, layer, msg = cause
                 return done(False, verdict, layer, msg + f"; {_fmt(full)} exists in layer {j}", last=comp)
         datas = _present_in(ctx, full, ctx.data_idx)
-        sugg = _suggest(ctx, parent, comp)
+        sugg = _suggest(ctx, cur, comp)
         msg = f"{_fmt(full)} exists in no layer" if not present else f"{_fmt(merged)} is absent from the merged directory"
         if datas:
             msg += f"; it is in data-only layer {datas[0]}, which is never visible by path"
         if sugg:
             msg += "; near names: " + ", ".join(sugg)
-        return done(False, "not_found", None, msg, suggestions=tuple(sugg), last=comp)
-    # the path named the root (or resolved to it)
+        return done(False, "not_found", None, msg, last=comp, suggestions=tuple(sugg))
+    # the path named the root (or resolved to a directory with nothing after it)
+    if comps:
+        return done(True, "visible", cur.locs[0].layer if cur.locs else None, f"{_fmt(comps)} is a visible directory", kind="dir")
     w.step("", (), None, "directory", "the merged root")
     return done(True, "visible", 0 if ctx.visible_idx else None, "/ is the merged root", kind="dir")
 
 
-def _cut_cause(ctx: LookupContext, founds: list[Found], dirs: list[MergedDir], j: int,
-               merged: tuple[str, ...]) -> tuple[str, int | None, str] | None:
+def _cut_cause(ctx: LookupContext, levels: list[_Level], comps: list[str], j: int) -> tuple[str, int | None, str] | None:
     """Layer `j` holds the path, yet the merge never reached it: find the ancestor that cut it off."""
-    for m, f in enumerate(founds):
-        d = dirs[m + 1]
-        if any(lo.layer == j and lo.path == d.path for lo in d.locs):
+    for m, lv in enumerate(levels):
+        if j in lv.same_path_layers:
             continue
-        return _explain_cut(ctx, f, d.path, j)
-    # the direct parent has layer j; the lookup of the name itself stopped above j
-    return None
+        return _explain_cut(ctx, lv, tuple(comps[: m + 1]), j)
+    return None  # the direct parent has layer j: the lookup of the name itself stopped above j
 
 
-def _explain_cut(ctx: LookupContext, f: Found, path: tuple[str, ...], j: int) -> tuple[str, int | None, str]:
-    for ev in f.events:
-        if ev.layer >= j:
+def _explain_cut(ctx: LookupContext, lv: _Level, path: tuple[str, ...], j: int) -> tuple[str, int | None, str]:
+    for layer, what, detail in lv.events:
+        if layer >= j:
             break
-        if ev.what == "opaque":
-            return ("opaque_parent", ev.layer, f"{_fmt(path)} is opaque (overlay.opaque=y) in layer {ev.layer}: "
-                    "nothing below it is merged")
-        if ev.what == "whiteout":
-            return ("whiteout", ev.layer, f"{_fmt(path)} was deleted by a whiteout in layer {ev.layer} and made again above: "
+        if what == "opaque":
+            return ("opaque_parent", layer, f"{_fmt(path)} is opaque (overlay.opaque=y) in layer {layer}: nothing below it is merged")
+        if what == "whiteout":
+            return ("whiteout", layer, f"{_fmt(path)} was deleted by a whiteout in layer {layer} and made again above: "
                     "the old contents below are hidden")
-        if ev.what == "redirect":
-            return ("redirected_away", ev.layer, f"{_fmt(path)} in layer {ev.layer} is redirected to {ev.detail}: "
+        if what == "redirect":
+            return ("redirected_away", layer, f"{_fmt(path)} in layer {layer} is redirected to {detail}: "
                     "the lookup below follows the redirect, not this name")
-        if ev.what in ("non_directory", "stops_merge"):
-            return ("shadowed_by_non_directory", ev.layer, f"{_fmt(path)} meets a {ev.detail or 'non-directory'} in layer {ev.layer}, "
+        if what in ("non_directory", "stops_merge"):
+            return ("shadowed_by_non_directory", layer, f"{_fmt(path)} meets a {detail or 'non-directory'} in layer {layer}, "
                     "which stops the merge")
-    if ctx.data_idx and j in ctx.data_idx:
-        return ("not_found", None, "it is only in a data-only layer")
-    lowest = ctx.last_lower
-    return ("not_found", None, f"the merge of {_fmt(path)} stops above layer {j} (lowest lower {lowest})")
+    return ("not_found", None, f"the merge of {_fmt(path)} stops above layer {j} (lowest lower {ctx.last_lower})")
 
 
 def context_below(ctx: LookupContext, top: int) -> LookupContext:

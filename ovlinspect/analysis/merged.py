@@ -77,15 +77,7 @@ class ListingView:
         self.listings.pop((layer, path), None)
 
 
-@dataclass
-class _Frame:
-    dir: MergedDir
-    names: list[str]
-    pos: int
-    keys: list[tuple[int, tuple[str, ...]]]
-
-
-def _open_frame(lv: ListingView, d: MergedDir, errors: list[TreeError]) -> _Frame:
+def _list_dir(lv: ListingView, d: MergedDir, errors: list[TreeError]) -> tuple[list[str], list[tuple[int, tuple[str, ...]]]]:
     names: set[str] = set()
     keys = []
     for loc in d.locs:
@@ -97,48 +89,63 @@ def _open_frame(lv: ListingView, d: MergedDir, errors: list[TreeError]) -> _Fram
             lv.listings[(loc.layer, loc.path)] = lst
         keys.append((loc.layer, loc.path))
         names.update(lst)
-    return _Frame(d, sorted(names), 0, keys)
+    return sorted(names), keys
 
 
 def walk_merged(ctx: LookupContext, start: MergedDir | None = None) -> Iterator[TreeItem | TreeError]:
-    """Every visible entry under `start` (default: the root), depth first, names sorted."""
+    """Every visible entry under `start` (default: the root), depth first: in each directory the
+    non-directories first, then each subdirectory followed by its subtree (names sorted).
+
+    A directory's listings live only while its names are looked up; a frame whose last
+    subdirectory is entered is dropped first, so a 10,000-deep chain costs one frame."""
     lv = ListingView(ctx.view)
     saved = ctx.view
     ctx.view = lv
     try:
-        errors: list[TreeError] = []
-        stack = [_open_frame(lv, start or ctx.root(), errors)]
-        while stack:
-            yield from errors
-            errors.clear()
-            fr = stack[-1]
-            if fr.pos >= len(fr.names):
-                for k in fr.keys:
+        pending: list[list[tuple[TreeItem, MergedDir]]] = []  # per open directory: subdirs still to visit
+        todo: MergedDir | None = start or ctx.root()
+        while True:
+            if todo is not None:
+                errors: list[TreeError] = []
+                names, keys = _list_dir(lv, todo, errors)
+                yield from errors
+                subdirs: list[tuple[TreeItem, MergedDir]] = []
+                for name in names:
+                    found = lookup_child(ctx, todo, name)
+                    for p in ctx.problems:
+                        yield TreeError(todo.path + (name,), "unreadable", None, p)
+                    ctx.problems.clear()
+                    if found.error:
+                        yield TreeError(todo.path + (name,), found.error, found.errno_name)
+                        continue
+                    if not found.positive:
+                        continue
+                    assert found.entry is not None and found.loc is not None
+                    item = TreeItem(
+                        todo.path + (name,), found.entry, found.loc.layer,
+                        found.data.layer if found.data else None,
+                        tuple(lo.layer for lo in found.dir.locs) if found.dir else (),
+                        found.data.path if found.data else None,
+                        found.loc.path,
+                    )
+                    if found.dir is not None:
+                        subdirs.append((item, found.dir))
+                    else:
+                        yield item
+                for k in keys:
                     lv.drop(*k)
-                stack.pop()
-                continue
-            name = fr.names[fr.pos]
-            fr.pos += 1
-            found = lookup_child(ctx, fr.dir, name)
-            for p in ctx.problems:
-                yield TreeError(fr.dir.path + (name,), "unreadable", None, p)
-            ctx.problems.clear()
-            if found.error:
-                yield TreeError(fr.dir.path + (name,), found.error, found.errno_name)
-                continue
-            if not found.positive:
-                continue
-            assert found.entry is not None and found.loc is not None
-            item = TreeItem(
-                fr.dir.path + (name,), found.entry, found.loc.layer,
-                found.data.layer if found.data else None,
-                tuple(lo.layer for lo in found.dir.locs) if found.dir else (),
-                found.data.path if found.data else None,
-                found.loc.path,
-            )
+                if subdirs:
+                    subdirs.reverse()  # pop() gives them in name order
+                    pending.append(subdirs)
+                todo = None
+            if not pending:
+                return
+            top = pending[-1]
+            item, d = top.pop()
+            if not top:
+                pending.pop()  # the last subdirectory: this frame is done (keeps deep chains flat)
             yield item
-            if found.dir is not None:
-                stack.append(_open_frame(lv, found.dir, errors))
+            todo = d
     finally:
         ctx.view = saved
 
