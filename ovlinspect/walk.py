@@ -155,6 +155,7 @@ def _walk(
         opaques += 1
     root_x = mark == b"x"
     check_mounts = bool(mount_relpaths)
+    S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR = _S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK, _S_IFCHR  # locals: faster
     wanted = None if names is None else set(names)
 
     # A frame: (fd, relative path ("" = root), pending subdirectory names, "x"-opaque dir)
@@ -166,9 +167,8 @@ def _walk(
             subdirs: list[str] = []
             try:
                 with os.scandir(cur_fd) as it:
-                    for e in it:
-                        if wanted is not None and cur_fd == rfd and e.name not in wanted:
-                            continue
+                    entries = it if wanted is None or cur_fd != rfd else (e for e in it if e.name in wanted)
+                    for e in entries:
                         try:
                             st = e.stat(follow_symlinks=False)
                         except OSError as exc:
@@ -179,8 +179,8 @@ def _walk(
                         if st.st_dev != dev:
                             skipped += 1
                             continue
-                        m = st.st_mode & _S_IFMT
-                        if m == _S_IFDIR:
+                        m = st.st_mode & S_IFMT
+                        if m == S_IFDIR:
                             if check_mounts and _rel(cur_rel, e.name) in mount_relpaths:
                                 skipped += 1
                                 continue
@@ -203,7 +203,7 @@ def _walk(
                             apparent += st.st_size
                             blocks += st.st_blocks
                             inodes += 1
-                        if m == _S_IFREG:
+                        if m == S_IFREG:
                             if cur_x and st.st_size == 0 and _is_file_whiteout(cur_fd, e.name, whiteout_attr):
                                 whiteouts += 1
                                 continue
@@ -214,9 +214,9 @@ def _walk(
                                     heapq.heappush(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
                                 elif size > heap[0][0]:
                                     heapq.heapreplace(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
-                        elif m == _S_IFLNK:
+                        elif m == S_IFLNK:
                             symlinks += 1
-                        elif m == _S_IFCHR and st.st_rdev == 0:
+                        elif m == S_IFCHR and st.st_rdev == 0:
                             whiteouts += 1
                         else:
                             other += 1
@@ -248,15 +248,7 @@ def _walk(
                     if len(problems) < MAX_PROBLEMS:
                         problems.append(problem_from_oserror(exc, _join(root, rel, name), "open directory"))
                     continue
-                try:
-                    cst = os.fstat(cfd)
-                except OSError:
-                    os.close(cfd)
-                    continue
-                if cst.st_dev != dev:  # something got mounted on it since the lstat
-                    os.close(cfd)
-                    skipped += 1
-                    continue
+                # (its st_dev was checked on the lstat from the parent's listing)
                 cmark = _opaque_mark(cfd, opaque_attr)
                 if cmark == b"y":
                     opaques += 1

@@ -193,14 +193,19 @@ def measure(host: dict, runs: int, cold_runs: int) -> dict:
     ovl_total = sum(la["allocated_bytes"] for la in doc["layers"] if la["path"] in set(ours))
     res = {"entries": sum(la["files"] + la["dirs"] + la["symlinks"] + la["whiteouts"] + la["other"] for la in doc["layers"]),
            "exact": du_total == ovl_total, "du_total": du_total, "ovl_total": ovl_total}
-    warm_du, warm_ovl, pss, rss, single = [], [], [], [], []
+    # memory: sampled on separate runs (the sampler's own work must not count in the timings)
+    pss, rss, single = [peak["pss_sum"]], [peak["rss_sum"]], [peak["max_rss_single"]]
+    for _ in range(2):
+        _, pk = run_ovl(sample_memory=True)
+        pss.append(pk["pss_sum"])
+        rss.append(pk["rss_sum"])
+        single.append(pk["max_rss_single"])
+    warm_du, warm_ovl = [], []
     run_du(ours)
     for _ in range(runs):
         warm_du.append(run_du(ours))
-        dt, pk = run_ovl(sample_memory=True)
+        dt, pk = run_ovl()
         warm_ovl.append(dt)
-        pss.append(pk["pss_sum"])
-        rss.append(pk["rss_sum"])
         single.append(pk["max_rss_single"])
     res.update(du_warm=statistics.median(warm_du), ovl_warm=statistics.median(warm_ovl),
                ratio_warm=statistics.median(o / d for o, d in zip(warm_ovl, warm_du, strict=True)),
