@@ -6,8 +6,10 @@ because the container controls the symlinks in there).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
+import stat
 
 from ovlinspect.analysis.mounts import effective_options
 from ovlinspect.errors import NotFoundError, UsageError
@@ -87,6 +89,35 @@ def find_mount_for_path(path: str, mounts: list[OverlayMount]) -> tuple[OverlayM
     return best
 
 
+def safe_layer_root(path: str) -> str:
+    """The directory to read for a layer root that may be a symlink.
+
+    Runtimes name layers through symlinks of their own (Docker's and containers/storage's
+    `<home>/l/XXXX -> ../<id>/diff`); the kernel follows them. A symlinked layer root is followed
+    here only when its target stays inside the directory that holds the link's parent (`<home>`);
+    otherwise the path is returned unchanged and the layer reader, which opens layer roots with
+    O_NOFOLLOW, refuses it — a layer swapped for a link to `/` never exposes host files.
+    """
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return path
+        real = os.path.realpath(path)
+        home = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    except (OSError, ValueError):
+        return path
+    if real.startswith(home.rstrip("/") + "/") and os.path.isdir(real):
+        return real
+    return path
+
+
+def with_safe_roots(stack: LayerStack) -> LayerStack:
+    """The stack with symlinked layer roots followed where that is safe (see safe_layer_root)."""
+    layers = tuple(dataclasses.replace(la, path=safe_layer_root(la.path)) for la in stack.layers)
+    if layers == stack.layers:
+        return stack
+    return dataclasses.replace(stack, layers=layers)
+
+
 def resolve_target(
     target: str | None,
     roots: object,
@@ -108,9 +139,9 @@ def resolve_target(
     if container is not None or image is not None:
         from ovlinspect.runtimes import stack_for_named
 
-        return stack_for_named(roots, container=container, image=image)
+        return with_safe_roots(stack_for_named(roots, container=container, image=image))
     if lowerdir is not None:
-        return stack_from_options(lowerdir, upperdir, options, hostfs.read_module_params(roots))
+        return with_safe_roots(stack_from_options(lowerdir, upperdir, options, hostfs.read_module_params(roots)))
     if upperdir is not None or options is not None:
         raise UsageError("--upperdir/--options go with --lowerdir")
     assert target is not None
@@ -132,4 +163,4 @@ def resolve_target(
             hint="name a merged dir (see `ovlinspect ls`), or the layers with --lowerdir/--upperdir",
         )
     m, sub = hit
-    return stack_from_mount(m, sub, entries)
+    return with_safe_roots(stack_from_mount(m, sub, entries))
