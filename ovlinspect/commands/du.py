@@ -61,8 +61,8 @@ def du(
         raise UsageError("--upperdir/--options go with --lowerdir")
     shadows = per_layer and not all_ if hidden is None else hidden
     stacks, problems = _stacks(roots, targets or [], lowerdir, upperdir, options, container, image, all_, shadows)
-    if not stacks:
-        raise UsageError("nothing to measure: no overlay mounts or layer dirs found")
+    if not stacks and not all_:
+        raise UsageError("nothing to measure")
     mps = _live_mountpoints(roots, problems)
     progress, done = _progress(json_out)
     try:

@@ -119,6 +119,10 @@ def render_du(report: DuReport, console: Console, per_layer: bool, exact: bool =
     """Per-layer table (with --per-layer), then one line per target, then totals."""
     from rich.table import Table
 
+    if not report.targets:
+        console.print(text("no overlay layers found"))
+        return
+
     if per_layer:
         shadows = any(r.shadow is not None for r in report.layers)
         tbl = Table(box=None, pad_edge=False, show_edge=False)
