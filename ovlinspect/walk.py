@@ -21,6 +21,7 @@ layer's top-level entries): threads do not help a Python walker (GIL), processes
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -89,6 +90,7 @@ def walk_tree(
     count_root: bool = True,
     tick: Callable[[int], None] | None = None,
     dir_fd: int | None = None,
+    absent_ok: bool = False,
 ) -> WalkResult:
     """Walk one directory tree alone and count it by du's rules.
 
@@ -96,7 +98,8 @@ def walk_tree(
     in the result stay relative to `root`). names: walk only these entries of the start dir (a
     slice; `count_root` says whether the start dir itself is counted). mount_relpaths: paths
     relative to `root` that are mount points. dir_fd: open `root` itself relative to this fd with
-    O_NOFOLLOW (a subtree inside a layer). Never raises for trouble inside the tree: it becomes
+    O_NOFOLLOW (a subtree inside a layer). absent_ok: a `sub` that this layer does not have as a
+    directory (absent, a file, a symlink: not followed) counts as empty. Never raises for trouble inside the tree: it becomes
     a Problem and `complete=False`.
     """
     try:
@@ -114,6 +117,8 @@ def walk_tree(
             try:
                 nfd = os.open(comp, O_DIR, dir_fd=rfd)
             except OSError as exc:
+                if absent_ok and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return WalkResult(TreeUsage(), dev)
                 return WalkResult(TreeUsage(complete=False, problems=(problem_from_oserror(exc, _join(root, rel), "open directory"),)), dev)
             os.close(rfd)
             rfd = nfd
@@ -365,6 +370,7 @@ class WalkJob:
     sub: tuple[str, ...] = ()
     names: tuple[str, ...] | None = None
     count_root: bool = True
+    absent_ok: bool = False  # the start dir (a subpath of the merged view) may be missing in this layer
 
 
 _counter = None  # a shared multiprocessing.RawValue in workers: entries seen so far
@@ -398,6 +404,7 @@ def _run_job(job: WalkJob) -> tuple[int, WalkResult]:
         names=job.names,
         count_root=job.count_root,
         tick=tick,
+        absent_ok=job.absent_ok,
     )
     return job.key, res
 
@@ -489,7 +496,8 @@ def walk_layers(
                     progress(total[0], done, len(layers))
 
             parts[j.key].append(
-                walk_tree(j.path, xattr_prefix=j.xattr_prefix, mount_relpaths=j.mount_relpaths, top_n=j.top_n, sub=j.sub, names=j.names, count_root=j.count_root, tick=tick)
+                walk_tree(j.path, xattr_prefix=j.xattr_prefix, mount_relpaths=j.mount_relpaths, top_n=j.top_n, sub=j.sub, names=j.names, count_root=j.count_root, tick=tick,
+                          absent_ok=j.absent_ok)
             )
             remaining[j.key] -= 1
             if remaining[j.key] == 0:
@@ -571,6 +579,7 @@ def walk_shadows(
     *,
     xattr_prefix: str = "trusted.overlay.",
     compare_content: bool = False,
+    start: tuple[str, ...] = (),
 ) -> tuple[list[ShadowUsage], list[Problem]]:
     """Walk a stack's lookup layers (top first) together, only where they overlap: the merged
     directories present in two or more layers. Returns one ShadowUsage per layer: entries hidden
@@ -601,7 +610,7 @@ def walk_shadows(
         stack: list[tuple[tuple[str, ...], tuple[tuple[int, bool], ...]]] = []
         top = tuple((i, _opaque_mark(roots[i], opaque_attr) == b"x") for i in sorted(roots))
         if len(top) > 1:
-            stack.append(((), top))
+            stack.append((start, top))
         while stack:
             comps, contrib = stack.pop()
             fds: list[int] = []
@@ -612,6 +621,8 @@ def walk_shadows(
                     try:
                         fd = _open_sub_at(roots[li], comps)
                     except OSError as exc:
+                        if comps == start and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                            continue  # this layer has nothing at the subpath
                         problems.append(problem_from_oserror(exc, _join(paths[li], "/".join(comps)), "open directory"))
                         continue
                     if os.fstat(fd).st_dev != devs[li]:
@@ -747,10 +758,13 @@ class StackInput:
     layers: tuple[tuple[str, LayerRole, int], ...]
     xattr_prefix: str = "trusted.overlay."
     shadows: bool = False  # compute hidden bytes / copy-ups for this stack
+    subpath: tuple[str, ...] = ()  # measure only this directory of the merged view, in every layer
 
 
 def stack_input(stack: LayerStack, shadows: bool = False) -> StackInput:
-    return StackInput(stack.label, tuple((la.path, la.role, la.index) for la in stack.layers), stack.xattr_prefix, shadows)
+    sub = tuple(c for c in stack.subpath.split("/") if c and c != ".")
+    label = stack.label + (f" (subpath /{'/'.join(sub)})" if sub else "")
+    return StackInput(label, tuple((la.path, la.role, la.index) for la in stack.layers), stack.xattr_prefix, shadows, sub)
 
 
 def mount_points(mountinfo: bytes) -> list[str]:
@@ -788,22 +802,24 @@ def collect_usage(
     keys: dict[object, int] = {}
     paths: list[str] = []
     prefixes: list[str] = []
+    subs: list[tuple[str, ...]] = []
     targets: list[Target] = []
     for s in stacks:
         uses = []
         for path, role, index in s.layers:
             try:
                 st = os.stat(path)
-                ident: object = (st.st_dev, st.st_ino)
+                ident: object = (st.st_dev, st.st_ino, s.subpath)
             except OSError:
-                ident = ("path", path)
+                ident = ("path", path, s.subpath)
             if ident not in keys:
                 keys[ident] = len(paths)
                 paths.append(path)
                 prefixes.append(s.xattr_prefix)
+                subs.append(s.subpath)
             uses.append(LayerUse(keys[ident], role, index))
         targets.append(Target(s.label, tuple(uses)))
-    jobs = [WalkJob(k, p, prefixes[k], _mount_relpaths(p, mountpoints), top_n) for k, p in enumerate(paths)]
+    jobs = [WalkJob(k, p, prefixes[k], _mount_relpaths(p, mountpoints), top_n, sub=subs[k], absent_ok=bool(subs[k])) for k, p in enumerate(paths)]
     results = walk_layers(jobs, workers, progress)
     for k in range(len(paths)):
         probs.extend(results[k].usage.problems)
@@ -815,7 +831,7 @@ def collect_usage(
         lookup = [lu for lu in t.layers if lu.role is not LayerRole.DATA_ONLY]
         if len(lookup) < 1:
             continue
-        got, sp = walk_shadows([paths[lu.key] for lu in lookup], xattr_prefix=s.xattr_prefix, compare_content=compare_content)
+        got, sp = walk_shadows([paths[lu.key] for lu in lookup], xattr_prefix=s.xattr_prefix, compare_content=compare_content, start=s.subpath)
         probs.extend(sp)
         for lu, su in zip(lookup, got, strict=True):
             shadows.setdefault(lu.key, (ti, su))

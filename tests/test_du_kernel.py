@@ -249,3 +249,30 @@ def test_relpath_roles(kernel_layers: dict[str, Path]) -> None:
     st = stack_from_options(f"{kernel_layers['l1']}:{kernel_layers['l2']}", str(kernel_layers["up"]))
     si = walk.stack_input(st, shadows=True)
     assert [r for _, r, _ in si.layers] == [LayerRole.UPPER, LayerRole.LOWER, LayerRole.LOWER]
+
+
+def test_a_path_under_the_merged_view_measures_that_subtree_in_each_layer(tmp_path: Path) -> None:
+    l1, l2 = make_lowers(tmp_path)
+    up, wk, m = tmp_path / "up", tmp_path / "wk", tmp_path / "m"
+    for d in (up, wk, m):
+        d.mkdir()
+    (l2 / "olddir" / "f1").unlink()
+    os.symlink("/etc", l1 / "olddir")  # a symlink in a layer where the subpath is: never followed
+    mount_legacy(str(m), [str(l1), str(l2)], str(up), str(wk))
+    try:
+        (m / "keep" / "extra").write_bytes(b"e" * 777)
+        r = subprocess.run([sys.executable, "-m", "ovlinspect", "du", "--per-layer", "--json", str(m / "keep")], capture_output=True, text=True)
+        r2 = subprocess.run([sys.executable, "-m", "ovlinspect", "du", "--json", str(m / "olddir")], capture_output=True, text=True)
+    finally:
+        umount(str(m), lazy=False)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["targets"][0]["label"].endswith("(subpath /keep)")
+    for la, layer in zip(doc["layers"], (up, l1, l2), strict=True):
+        assert la["apparent_bytes"] == gnu_du("-sb", str(layer / "keep"))
+        assert la["allocated_bytes"] == gnu_du("-s", "-B1", str(layer / "keep"))
+    assert r2.returncode == 0, r2.stderr
+    doc2 = json.loads(r2.stdout)
+    # olddir exists in l2 only (l1 has a symlink there, the upper nothing)
+    assert [la["apparent_bytes"] for la in doc2["layers"]] == [0, 0, gnu_du("-sb", str(l2 / "olddir"))]
+    assert doc2["totals"]["complete"] is True
