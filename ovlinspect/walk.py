@@ -195,10 +195,11 @@ def _walk(
                             inodes += 1
                             subdirs.append(e.name)
                             continue
+                        dup = False
                         if st.st_nlink > 1:
                             ino = st.st_ino
                             if ino in links:
-                                pass  # counted already: only the name is counted below
+                                dup = True  # counted already: only the name is counted below
                             else:
                                 links[ino] = (st.st_size, st.st_blocks * 512)
                                 apparent += st.st_size
@@ -213,7 +214,7 @@ def _walk(
                                 whiteouts += 1
                                 continue
                             files += 1
-                            if top_n:
+                            if top_n and not dup:
                                 size = st.st_size
                                 if len(heap) < top_n:
                                     heapq.heappush(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))

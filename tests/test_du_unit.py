@@ -122,7 +122,8 @@ def test_walker_equals_gnu_du(tmp_path) -> None:
     assert r.allocated_bytes == gnu_du("-s", "-B1", root)
     assert r.inodes == gnu_du("-s", "--inodes", root)
     assert (r.files, r.dirs, r.symlinks, r.other) == (1 + 1 + 5 + 300, 5, 2, 1)
-    assert [t.path for t in r.top][:2] == ["a/b/sparse", "a/data"]
+    assert [t.path for t in r.top][:2] == ["a/b/sparse", "a/data"] and len(r.top) == 3
+    assert sum(1 for t in r.top if t.apparent_bytes == 12345) == 1  # one name per hard-linked inode
     assert r.top[0].apparent_bytes == 50 << 20 and r.top[0].allocated_bytes < (1 << 20)
     # the same numbers when cut into slices and walked by worker processes
     for workers in (1, 2, 3):
