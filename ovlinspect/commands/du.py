@@ -155,22 +155,22 @@ def _progress(json_out: bool) -> tuple[Any, Any]:
 
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    state = {"prog": None, "task": None, "t0": time.monotonic()}
+    t0 = time.monotonic()
+    bar: list[Any] = []  # [Progress, task id] once shown
 
     def update(entries: int, done: int, total: int) -> None:
         now = time.monotonic()
-        if state["prog"] is None:
-            if now - state["t0"] < 0.5:  # short walks stay silent
+        if not bar:
+            if now - t0 < 0.5:  # short walks stay silent
                 return
             prog = Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr_console(), transient=True)
             prog.start()
-            state["prog"] = prog
-            state["task"] = prog.add_task("")
-        rate = entries / max(now - state["t0"], 1e-6)
-        state["prog"].update(state["task"], description=f"du: {entries:,} entries ({rate:,.0f}/s), layers {done}/{total}")  # type: ignore[attr-defined]
+            bar.extend((prog, prog.add_task("")))
+        rate = entries / max(now - t0, 1e-6)
+        bar[0].update(bar[1], description=f"du: {entries:,} entries ({rate:,.0f}/s), layers {done}/{total}")
 
     def done() -> None:
-        if state["prog"] is not None:
-            state["prog"].stop()  # type: ignore[attr-defined]
+        if bar:
+            bar[0].stop()
 
     return update, done

@@ -151,8 +151,8 @@ def render_du(report: DuReport, console: Console, per_layer: bool, exact: bool =
         for r in report.layers:
             if r.usage.top:
                 console.print(text(f"largest files in layer {r.index} ({r.path}):"))
-                for t in r.usage.top:
-                    console.print(text(f"  {human(t.apparent_bytes, exact):>10}  {human(t.allocated_bytes, exact):>10}  {t.path}"))
+                for tf in r.usage.top:
+                    console.print(text(f"  {human(tf.apparent_bytes, exact):>10}  {human(tf.allocated_bytes, exact):>10}  {tf.path}"))
             s = r.shadow
             if s and (s.metacopy_files or s.same_size_files or s.identical_files):
                 ident = "" if s.identical_files is None else f", {s.identical_files} identical content ({human(s.identical_allocated_bytes, exact)})"
