@@ -65,7 +65,10 @@ def _timeout(value: object, key: str) -> float:
                 raise ConfigError(f"{key}: must be a number of seconds, got {value!r}") from None
         else:
             raise ConfigError(f"{key}: must be a number of seconds, got {value!r}")
-    v = float(value)  # type: ignore[arg-type]
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer too big for a float
+        v = float("inf")
     if not (0 < v <= 3600):
         raise ConfigError(f"{key}: must be more than 0 and at most 3600 seconds, got {value!r}")
     return v
@@ -128,6 +131,8 @@ def parse_config(data: bytes, where: str) -> CheckConfig:
         raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[…` a few thousand deep
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
     cfg = apply_table(CheckConfig(), doc, where)
     return CheckConfig(cfg.timeout_seconds, cfg.lock_file, cfg.data_roots, cfg.paths, cfg.checks, where)
 

@@ -217,7 +217,10 @@ class Param:
                     raise SettingError(self.name, f"must be a number, got {raw!r}") from None
             else:
                 raise SettingError(self.name, f"must be a number, got {type(raw).__name__} {raw!r}")
-        v = float(raw)  # type: ignore[arg-type]
+        try:
+            v = float(raw)  # type: ignore[arg-type]
+        except OverflowError:  # an integer too big for a float (TOML integers are unbounded in tomllib)
+            v = math.inf
         if math.isnan(v) or math.isinf(v):
             raise SettingError(self.name, f"must be a finite number, got {raw!r}")
         if self.integer and v != int(v):
