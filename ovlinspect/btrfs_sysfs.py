@@ -403,8 +403,13 @@ def _load_json(path: str) -> object | None:
             return json.load(fh)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise InputError(f"cannot read capture file {path}: {exc}", path=path) from None
+
+
+def _capture_int(v: object) -> int | None:
+    """An integer field of a capture file (written by write_capture as a JSON number)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _is_capture(d: str) -> bool:
@@ -430,16 +435,20 @@ def read_capture(d: str) -> BtrfsInputs:
     devices = None
     dj = _load_json(os.path.join(d, "devices.json"))
     if isinstance(dj, list):
+        # a capture is input we did not necessarily write: keep only fields of the right type
         devices = tuple(
-            BtrfsDevice(devid=int(x["devid"]), path=x.get("path"), total_bytes=x.get("total_bytes"), used_bytes=x.get("used_bytes"))
-            for x in dj if isinstance(x, dict) and "devid" in x
+            BtrfsDevice(devid=_capture_int(x["devid"]),  # type: ignore[arg-type]
+                        path=x.get("path") if isinstance(x.get("path"), str) else None,
+                        total_bytes=_capture_int(x.get("total_bytes")), used_bytes=_capture_int(x.get("used_bytes")))
+            for x in dj if isinstance(x, dict) and _capture_int(x.get("devid")) is not None
         )
     ctx = _load_json(os.path.join(d, "context.json"))
     docker_roots: list[str] = []
     subvols = None
     if isinstance(ctx, dict):
-        mountpoints = [str(m) for m in ctx.get("mountpoints") or []] or mountpoints
-        docker_roots = [str(r) for r in ctx.get("docker_roots") or []]
+        mps, drs = ctx.get("mountpoints"), ctx.get("docker_roots")
+        mountpoints = [m for m in (mps if isinstance(mps, list) else []) if isinstance(m, str)] or mountpoints
+        docker_roots = [r for r in (drs if isinstance(drs, list) else []) if isinstance(r, str)]
         subvols = ctx.get("subvolume_count") if isinstance(ctx.get("subvolume_count"), int) else None
     if subvols is None:  # the shared samples record `btrfs subvolume list | wc -l` here
         try:
