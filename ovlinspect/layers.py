@@ -230,30 +230,30 @@ class LayerReader:
         fd = self.dir_fd(layer, path)
         if fd is None:
             return
-        # os.scandir(fd) dups the fd; entries are lstat'ed relative to it
+        # our own dup: the cached fd may be evicted (closed) while the caller iterates
+        pfd = os.dup(fd)
         try:
-            it = os.scandir(fd)
-        except OSError as exc:
-            raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path), "list")) from None
-        with it:
-            while True:
-                try:
-                    de = next(it)
-                except StopIteration:
-                    return
-                except OSError as exc:
-                    raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path), "list")) from None
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        continue  # vanished between readdir and lstat
-                    raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path + (de.name,)), "lstat")) from None
-                # the dir fd may have been evicted from the cache meanwhile: re-get it
-                pfd = self.dir_fd(layer, path)
-                if pfd is None:
-                    return
-                yield self._make(de.name, st, None, pfd)
+            try:
+                it = os.scandir(pfd)  # scandir dups again and rewinds on close
+            except OSError as exc:
+                raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path), "list")) from None
+            with it:
+                while True:
+                    try:
+                        de = next(it)
+                    except StopIteration:
+                        return
+                    except OSError as exc:
+                        raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path), "list")) from None
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        if exc.errno == errno.ENOENT:
+                            continue  # vanished between readdir and lstat
+                        raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path + (de.name,)), "lstat")) from None
+                    yield self._make(de.name, st, None, pfd)
+        finally:
+            os.close(pfd)
 
     def _make(self, name: str, st: os.stat_result, own_fd: int | None, parent_fd: int | None) -> Entry:
         fmt = stat.S_IFMT(st.st_mode)
