@@ -1,7 +1,8 @@
 """Find the runtimes' data roots on this host (I/O: config files, process command lines via psutil).
 
 Sources, in order; every root found is kept with the reason it was found:
-- overrides (--docker-root / --podman-root / --containerd-root): when given, only those;
+- overrides (--docker-root / --podman-root / --containerd-root, or OVLINSPECT_*_ROOT): when any is
+  given, exactly those roots are used, for every runtime (nothing else is guessed);
 - running daemons' command lines: `dockerd --data-root|-g|--graph X`, `dockerd --config-file F`
   (its `data-root`), `containerd --root X`, `containerd --config|-c F` (its `root` and the
   overlayfs snapshotter's `root_path`), `podman --root X` and conmon's `--exit-command-arg --root
@@ -178,23 +179,21 @@ def discover_roots(overrides: RootOverrides | None = None, etc_root: str = "/etc
             root = _arg_value(vals, ("--root",))
             if root:
                 podman.append(FoundRoot(os.path.abspath(root), f"conmon pid {pid} (podman --root)", None, _arg_value(vals, ("--runroot",))))
-    if ov.docker:
+    explicit = bool(ov.docker or ov.podman or ov.containerd)
+    if explicit:
+        # roots named on the command line: exactly those, for every runtime (nothing else is guessed)
         docker = [_with_pid(FoundRoot(os.path.abspath(p), "--docker-root"), docker) for p in ov.docker]
+        podman = [_with_pid(FoundRoot(os.path.abspath(p), "--podman-root"), podman) for p in ov.podman]
+        ctd = [_with_pid(FoundRoot(os.path.abspath(p), "--containerd-root"), ctd) for p in ov.containerd]
     else:
         d = _load_json(os.path.join(etc_root, "docker/daemon.json"), rr.problems).get("data-root")
         if isinstance(d, str):
             docker.append(FoundRoot(os.path.abspath(d), f"{etc_root}/docker/daemon.json data-root"))
         docker.append(FoundRoot(DOCKER_DEFAULT, "default"))
-    if ov.podman:
-        podman = [_with_pid(FoundRoot(os.path.abspath(p), "--podman-root"), podman) for p in ov.podman]
-    else:
         g, r, f = _storage_conf(rr.problems, etc_root)
         if g:
             podman.append(FoundRoot(os.path.abspath(g), f"{f} graphroot", None, r))
         podman.append(FoundRoot(PODMAN_DEFAULT, "default", None, r or PODMAN_RUN_DEFAULT))
-    if ov.containerd:
-        ctd = [_with_pid(FoundRoot(os.path.abspath(p), "--containerd-root"), ctd) for p in ov.containerd]
-    else:
         croot, snap = _containerd_from_config(_load_toml(os.path.join(etc_root, "containerd/config.toml"), rr.problems))
         if croot:
             ctd.append(FoundRoot(os.path.abspath(croot), f"{etc_root}/containerd/config.toml root", snapshotter_root=snap))
