@@ -240,15 +240,17 @@ def nodes(draw: st.DrawFn, depth: int = 0) -> dict[str, Node]:
 
 
 @st.composite
-def stacks(draw: st.DrawFn) -> tuple[bool, list[dict[str, Node]]]:
+def stacks(draw: st.DrawFn) -> tuple[bool, list[dict[str, Node]], bool]:
     n = draw(st.integers(1, 6))
     with_upper = draw(st.booleans())
     if with_upper and n < 2:
         n = 2
-    return with_upper, [draw(nodes()) for _ in range(n)]
+    userxattr = draw(st.sampled_from([False, False, False, True]))
+    return with_upper, [draw(nodes()) for _ in range(n)], userxattr
 
 
-def mount_and_check(with_upper: bool, trees: list[dict[str, Node]]) -> None:
+def mount_and_check(with_upper: bool, trees: list[dict[str, Node]], userxattr: bool = False) -> None:
+    """Build, mount (with `userxattr`: markers under user.overlay.*), compare, unmount."""
     from ovl import mount_legacy, umount
 
     tmp = tempfile.mkdtemp(prefix="ovl-diff-")
@@ -256,23 +258,25 @@ def mount_and_check(with_upper: bool, trees: list[dict[str, Node]]) -> None:
         dirs = []
         for i, t in enumerate(trees):
             d = os.path.join(tmp, f"L{i}")
-            build_layer(d, t)
+            build_layer(d, t, "user.overlay." if userxattr else "trusted.overlay.")
             dirs.append(d)
+        extra = "userxattr" if userxattr else ""
+        opts = {"userxattr": "on", "redirect_dir": "nofollow"} if userxattr else {}
         mnt = os.path.join(tmp, "m")
         os.mkdir(mnt)
         if with_upper:
             work = os.path.join(tmp, "w")
             os.mkdir(work)
-            mount_legacy(mnt, dirs[1:], upper=dirs[0], work=work)
-            stack = make_stack(dirs[1:], dirs[0])
+            mount_legacy(mnt, dirs[1:], upper=dirs[0], work=work, extra=extra)
+            stack = make_stack(dirs[1:], dirs[0], opts)
         else:
             if len(dirs) == 1:
                 # one lower alone cannot be mounted: add an empty one below
                 empty = os.path.join(tmp, "empty")
                 os.mkdir(empty)
                 dirs.append(empty)
-            mount_legacy(mnt, dirs)
-            stack = make_stack(dirs, None)
+            mount_legacy(mnt, dirs, extra=extra)
+            stack = make_stack(dirs, None, opts)
         try:
             check_against_kernel(stack, mnt)
         finally:
@@ -282,9 +286,9 @@ def mount_and_check(with_upper: bool, trees: list[dict[str, Node]]) -> None:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root: real overlay mounts and trusted.* xattrs")
-@settings(max_examples=int(os.environ.get("OVL_DIFF_EXAMPLES", "250")), deadline=None,
+@settings(max_examples=int(os.environ.get("OVL_DIFF_EXAMPLES", "400")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stacks())
-def test_random_stacks_match_kernel(case: tuple[bool, list[dict[str, Node]]]) -> None:
-    with_upper, trees = case
-    mount_and_check(with_upper, trees)
+def test_random_stacks_match_kernel(case: tuple[bool, list[dict[str, Node]], bool]) -> None:
+    with_upper, trees, userxattr = case
+    mount_and_check(with_upper, trees, userxattr)
