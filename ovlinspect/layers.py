@@ -365,7 +365,7 @@ class DictView:
         # paths whose every ancestor is a directory (what a walk without following reaches)
         self.reachable = []
         for full in self.layers:
-            ok = {()}
+            ok: set[tuple[str, ...]] = {()}
             for k in sorted(full, key=len):
                 if k and k[:-1] in ok and full[k[:-1]].is_dir:
                     ok.add(k)

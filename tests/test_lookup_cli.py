@@ -84,6 +84,8 @@ def test_tree_and_diff_on_a_live_mount_match_the_kernel(live) -> None:
                 want.add("/" + os.fsencode(rel).decode("utf-8", "replace"))
     want.add("/proc/inner")
     assert got == want
+    cov = {e["path"]: e.get("covered_by_mount") for e in doc["entries"]}
+    assert cov["/proc"] == "/proc" and cov["/proc/inner"] == "/proc" and cov["/etc/hosts"] is None
     bad = [e for e in doc["entries"] if "path_b64" in e]
     assert len(bad) == 1 and base64.b64decode(bad[0]["path_b64"]) == b"/bad\xffname"
     r2 = runner.invoke(app, ["tree", "--json", m, "/etc"])

@@ -52,10 +52,19 @@ def layer_label(stack: LayerStack, index: int | None) -> str:
     return s
 
 
+def covered_by(stack: LayerStack, path: str) -> str | None:
+    """The mount point (in the merged view) of another mount hiding `path`, if any."""
+    for c in stack.covered:
+        if path == c or path.startswith(c.rstrip("/") + "/"):
+            return c
+    return None
+
+
 def item_record(stack: LayerStack, it: TreeItem) -> dict[str, Any]:
     e = it.entry
     rec: dict[str, Any] = {}
-    put_path(rec, "path", "/" + "/".join(it.path))
+    p = "/" + "/".join(it.path)
+    put_path(rec, "path", p)
     rec["type"] = e.kind
     rec["size"] = e.size
     rec["mode"] = stat.S_IMODE(e.mode)
@@ -63,6 +72,8 @@ def item_record(stack: LayerStack, it: TreeItem) -> dict[str, Any]:
     rec["layer"] = it.layer
     if it.data_layer is not None and it.data_layer != it.layer:
         rec["data_layer"] = it.data_layer
+    if stack.covered and covered_by(stack, p):
+        rec["covered_by_mount"] = covered_by(stack, p)
     return rec
 
 
@@ -101,6 +112,10 @@ def _describe(stack: LayerStack, it: TreeItem) -> str:
     parts = [mode, f"{e.size:>10}" if e.kind != "dir" else " " * 10, layer_label(stack, it.layer)]
     if it.data_layer is not None and it.data_layer != it.layer:
         parts.append(f"data from L{it.data_layer}")
+    if stack.covered:
+        c = covered_by(stack, "/" + "/".join(it.path))
+        if c:
+            parts.append(f"hidden by the mount on {c}")
     return "  ".join(parts)
 
 
