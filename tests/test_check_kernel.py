@@ -357,3 +357,29 @@ def test_hung_filesystem_is_unknown_not_a_hang(tmp: str) -> None:
         except subprocess.TimeoutExpired:
             daemon.kill()
             subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def test_merged_mounted_only_in_another_namespace_is_not_stale(tmp: str, upperfs: str) -> None:
+    """A daemon in its own mount namespace (dockerd with MountFlags=slave) holds the container's
+    mount where this namespace cannot see it: the merged/ dir is in use, not stale. Once that
+    namespace is gone, it is stale."""
+    root = os.path.join(upperfs, "docker")
+    low = os.path.join(tmp, "low")
+    os.makedirs(low)
+    diff, work, merged = _docker_layer(root, "c" * 64)
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f'mount -t overlay overlay -o "lowerdir={low},upperdir={diff},workdir={work}" "{merged}" && echo up && exec sleep 300'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        assert not any(f" {merged} " in ln for ln in open("/proc/self/mountinfo"))  # invisible here
+        assert any(f" {merged} " in ln for ln in open(f"/proc/{holder.pid}/mountinfo"))
+        assert_ok_quiet_and_verbose(tmp, "--data-root", root, expect_checks=("stale_merged",))
+    finally:
+        holder.kill()
+        holder.wait()
+    r = check(tmp, "--data-root", root)
+    assert r.returncode == 1, r
+    stale = finding_lines(r.stdout, "WARNING", "stale_merged")
+    assert len(stale) == 1 and merged in stale[0], r.stdout
