@@ -237,6 +237,14 @@ def main() -> None:
     if os.environ.get("BENCH_DU_PRIVATE_NS") != "1":  # (/proc/1/ns/mnt may be unreadable here)
         os.environ["BENCH_DU_PRIVATE_NS"] = "1"
         os.execvp("unshare", ["unshare", "-m", "--propagation", "private", sys.executable, *sys.argv])
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still unmount and clean up
+    # only our synthetic host: pin the runtimes' data roots to an empty dir, so container roots
+    # of whatever else runs on this machine are not measured by one side only
+    none_root = tempfile.mkdtemp(prefix="bench-du-noroot-", dir=args.dir)
+    for var in ("OVLINSPECT_DOCKER_ROOT", "OVLINSPECT_PODMAN_ROOT", "OVLINSPECT_CONTAINERD_ROOT"):
+        os.environ[var] = none_root
     sizes = [int(x) for x in args.scaling.split(",") if x] + [args.entries]
     print(f"ovlinspect du --per-layer --all vs GNU du -s over the same layer dirs ({os.cpu_count()} CPUs)")
     print(f"{'entries':>9} {'layers':>6} {'du warm':>8} {'ovl warm':>8} {'ratio':>6} {'du cold':>8} {'ovl cold':>8} {'ratio':>6} "
@@ -266,6 +274,7 @@ def main() -> None:
         print(f"{r['entries']:>9,} {len(host['layers']):>6} {r['du_warm']:8.2f} {r['ovl_warm']:8.2f} {r['ratio_warm']:6.2f} {cold} "
               f"{r['peak_pss_sum'] / 2**20:7.1f}Mi {r['peak_rss_sum'] / 2**20:6.1f}Mi {'yes' if r['exact'] else 'NO':>5}"
               f"   (built in {built:.0f}s; largest single process {r['max_rss_single'] / 2**20:.1f} MiB RSS)", flush=True)
+    os.rmdir(none_root)
     print("ratio = median of ovlinspect/du per side-by-side pair (< 1: ovlinspect faster); PSS peak = summed")
     print("proportional set size of ovlinspect and its workers (shared pages counted once); RSS sum counts them per process.")
 
