@@ -358,6 +358,13 @@ def test_orphans_after_killing_dockerd_mid_rmi(docker_engine, tmp_path) -> None:
             gd = inspect_after_restart_guard(d, name)
             for p in [gd] if gd else []:
                 assert not any(f.path.startswith(p) for f in rep.findings)
+        # the reviewed clean-up script (daemon stopped, as it says) removes exactly the leak
+        res = runner.invoke(app, ["orphans", "--docker-root", d.root, "--min-age", "0", "--script"])
+        assert res.exit_code == 1
+        subprocess.run(["sh", "-c", res.stdout], check=True)
+        assert _orphans(d).findings == []
+        for p in expected:
+            assert not os.path.lexists(p)
     finally:
         d.restart_after_kill()  # the rest of the session (and teardown) expects a daemon
 
