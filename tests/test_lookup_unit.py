@@ -212,3 +212,20 @@ def test_every_verdict_is_documented(verdict: str) -> None:
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
     assert f"`{verdict}`" in readme
+
+
+def test_unreadable_layer_above_the_answer_makes_it_unknown() -> None:
+    """A layer above the decisive one could hold a whiteout or an opaque dir: never claim the
+    answer then (found by running why-missing as nobody on root-owned 0700 layers)."""
+
+    class Broken(DictView):
+        def entry(self, layer, path):
+            if layer == 0:
+                raise ReadProblem(Problem("permission", "cannot read: permission denied", "/l0"))
+            return super().entry(layer, path)
+
+    v = Broken([{}, {"a": F("a")}])
+    ex = why(v, "/a")
+    assert ex.verdict == "unknown" and ex.visible is False and ex.assumed_verdict == "visible"
+    ex = why(v, "/nope")
+    assert ex.verdict == "unknown" and ex.assumed_verdict == "not_found"

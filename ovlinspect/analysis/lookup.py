@@ -473,6 +473,7 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
     """
     ctx = ctx or LookupContext(stack, view)
     ctx.problems = []
+    ctx.problem_layers = set()
     w = _Walk(ctx)
     pending = split_path(path)
     pending.reverse()  # a stack: pop() gives the next component
@@ -489,6 +490,14 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
         if w.uncertain and verdict != "covered_by_mount":
             assumed, verdict = verdict, "unknown"
             msg += "; but " + w.uncertain[0] + " could not be read (trusted.* xattrs need CAP_SYS_ADMIN: run as root)"
+        elif verdict != "covered_by_mount" and any(layer is None or pl < layer for pl in ctx.problem_layers):
+            # a layer at or above the decisive one could not be read: what it holds could change
+            # the answer (a whiteout, an opaque dir, an entry of its own); layers below cannot
+            p = ctx.problems[0]
+            assumed, verdict = verdict, "unknown"
+            msg += f"; but {p.path or 'a layer'} could not be read ({p.message}), so this is not certain"
+        if verdict == "unknown":
+            visible = False  # `visible` is true only when proven; `assumed_verdict` keeps the best guess
         return Explanation(original, visible, verdict, layer, w.steps(), message=msg, assumed_verdict=assumed,
                            problems=tuple(ctx.problems), resolved=resolved if resolved != original else None, **kw)
 
