@@ -255,6 +255,25 @@ class LayerReader:
         finally:
             os.close(pfd)
 
+    def names(self, layer: int, path: tuple[str, ...], limit: int) -> list[str]:
+        """Up to `limit` names of a directory, without lstat or xattrs (for near-name suggestions)."""
+        fd = self.dir_fd(layer, path)
+        if fd is None:
+            return []
+        out: list[str] = []
+        pfd = os.dup(fd)
+        try:
+            with os.scandir(pfd) as it:
+                for de in it:
+                    if len(out) >= limit:
+                        break
+                    out.append(de.name)
+        except OSError as exc:
+            raise ReadProblem(problem_from_oserror(exc, self.host_path(layer, path), "list")) from None
+        finally:
+            os.close(pfd)
+        return out
+
     def _make(self, name: str, st: os.stat_result, own_fd: int | None, parent_fd: int | None) -> Entry:
         fmt = stat.S_IFMT(st.st_mode)
         kind = KIND_BY_FMT.get(fmt, "unknown")

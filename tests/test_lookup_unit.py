@@ -172,6 +172,7 @@ def test_unknown_when_xattrs_unreadable() -> None:
     v = DictView([{"d": D("d", xattrs_known=False)}, {"d/f": F("f")}])
     ex = why(v, "/d/f")
     assert ex.verdict == "unknown" and ex.assumed_verdict == "visible" and "CAP_SYS_ADMIN" in ex.message
+    assert ex.visible is False  # never "visible" on a guess
     # an empty file that might be an xattr whiteout
     v2 = DictView([{"e": Entry("e", "file", stat.S_IFREG | 0o644, 0, xattrs_known=False)}, {"e": F("e")}])
     assert why(v2, "/e").verdict == "unknown"

@@ -444,11 +444,14 @@ def _suggest(ctx: LookupContext, parent: MergedDir | None, name: str) -> list[st
     names: set[str] = set()
     for loc in parent.locs:
         try:
+            lister = getattr(ctx.view, "names", None)
+            if lister is not None:  # the reader lists names without lstat/xattrs: cheap
+                names.update(lister(loc.layer, loc.path, SUGGEST_SCAN_LIMIT))
+                continue
             for n, e in enumerate(ctx.view.children(loc.layer, loc.path)):
                 if n >= SUGGEST_SCAN_LIMIT:
                     break
-                if not e.is_whiteout:
-                    names.add(e.name)
+                names.add(e.name)
         except ReadProblem as rp:
             ctx.problems.append(rp.problem)
     out = [n for n in names if n.lower() == name.lower() and n != name]
@@ -488,7 +491,8 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
         resolved = _fmt(comps + ([last] if last is not None else []))
         assumed = None
         if w.uncertain and verdict != "covered_by_mount":
-            assumed, verdict = verdict, "unknown"
+            # never claim "visible" (or a reason) on a guess: the assumption is kept aside
+            assumed, verdict, visible = verdict, "unknown", False
             msg += "; but " + w.uncertain[0] + " could not be read (trusted.* xattrs need CAP_SYS_ADMIN: run as root)"
         elif verdict != "covered_by_mount" and any(layer is None or pl < layer for pl in ctx.problem_layers):
             # a layer at or above the decisive one could not be read: what it holds could change
