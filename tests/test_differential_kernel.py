@@ -142,7 +142,10 @@ def kernel_tree(mnt: str) -> dict[str, tuple]:
             k = _kind(s.st_mode)
             tgt = os.readlink(os.path.join(base, de.name)) if k == "symlink" else None
             size = s.st_size if k != "dir" else -1
-            dig = _digest(os.path.join(base, de.name)) if k == "file" else None
+            try:
+                dig = _digest(os.path.join(base, de.name)) if k == "file" else None
+            except OSError as exc:
+                dig = errno.errorcode[exc.errno]  # e.g. ENOENT: a metacopy file whose data is missing
             out[r] = (k, size, stat.S_IMODE(s.st_mode), tgt, dig)
             if k == "dir":
                 todo.append(r)
@@ -163,7 +166,9 @@ def offline_tree(stack: LayerStack) -> dict[str, tuple]:
             r = "/".join(it.path)
             dig = None
             if e.kind == "file":
-                if it.data_layer is not None and it.data_path is not None:
+                if e.metacopy and it.data_layer is None:
+                    dig = "ENOENT"  # stat works, open fails: the data-only layers lack the data
+                elif it.data_layer is not None and it.data_path is not None:
                     dig = _digest(os.path.join(stack.layers[it.data_layer].path, *it.data_path))
                 else:
                     dig = _digest(os.path.join(stack.layers[it.layer].path, *(it.layer_path or it.path)))

@@ -194,3 +194,49 @@ def test_redirect_and_metacopy_made_by_kernel_are_read() -> None:
             umount(mnt2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: real overlay mounts and trusted.* xattrs")
+def test_data_only_layers_and_metacopy_redirects() -> None:
+    """lowerdir=L::D with metacopy=on: a metacopy file whose absolute redirect names its data in a
+    data-only layer; one whose data is missing (stat works, open fails with ENOENT); a path that only
+    the data-only layer has (never visible)."""
+    from ovl import mount_legacy, umount
+
+    from ovlinspect.analysis.lookup import explain_path
+
+    tmp = tempfile.mkdtemp(prefix="ovl-data-")
+    try:
+        low, data, m = (os.path.join(tmp, x) for x in ("low", "data", "m"))
+        for d in (low, data, m):
+            os.mkdir(d)
+        os.makedirs(os.path.join(data, "blobs"))
+        with open(os.path.join(data, "blobs", "ab"), "wb") as f:
+            f.write(b"the data\n" * 100)
+        with open(os.path.join(data, "only-here"), "w") as f:
+            f.write("x")
+        for name, target in (("m", "/blobs/ab"), ("m2", "/blobs/none")):
+            p = os.path.join(low, name)
+            with open(p, "wb") as f:
+                f.truncate(900)
+            os.setxattr(p, "trusted.overlay.metacopy", b"")
+            os.setxattr(p, "trusted.overlay.redirect", target.encode())
+        mount_legacy(m, [low], data_only=[data], extra="metacopy=on,redirect_dir=follow")
+        try:
+            stack = make_stack([low], None, {"metacopy": "on"}, data_dirs=[data])
+            check_against_kernel(stack, m)
+            with LayerReader([la.path for la in stack.layers], stack.xattr_prefix) as rd:
+                ex = explain_path(stack, rd, "/m")
+                assert ex.visible and ex.data_layer == 1, ex
+                assert explain_path(stack, rd, "/m2").visible  # lookup is fine, open is not
+                ex = explain_path(stack, rd, "/only-here")
+                assert ex.verdict == "not_found" and "data-only layer 1" in ex.message
+                from ovlinspect.analysis.lookup import LookupContext as _Ctx
+                from ovlinspect.analysis.whiteouts import Finding, scan_markers
+
+                ids = {(f.id, "/".join(f.path)) for f in scan_markers(_Ctx(stack, rd)) if isinstance(f, Finding)}
+                assert ("metacopy_without_data", "m2") in ids and ("metacopy_without_data", "m") not in ids, ids
+        finally:
+            umount(m)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -310,17 +310,21 @@ def lookup_child(ctx: LookupContext, parent: MergedDir, name: str) -> Found:
             i = next((k for k, lo in enumerate(lowers) if lo.layer == lower.layer), i)
         i += 1
     data: Loc | None = None
+    lazy = False
     if d.metacopy and stack and ctx.data_idx and d.absolute_redirect and d.redirect:
+        lazy = True
         # ovl_lookup_data_layers(): the data of a lower metacopy file lives in a data-only layer
         comps = tuple(c for c in d.redirect.split("/") if c)
+        # the kernel defers this lookup to the first open (ovl_maybe_lookup_lowerdata): stat
+        # works either way, and only open fails (ENOENT) when no data-only layer has the file
         for li in ctx.data_idx:
             e = ctx.entry(li, comps)
             if e is not None and e.kind == "file":
                 data = Loc(li, comps)
                 d.events.append(Event(li, comps, "data", "data-only layer"))
                 break
-            d.events.append(Event(li, comps, "absent"))
-        d.metacopy = data is None
+            d.events.append(Event(li, comps, "absent", "data-only layer: opening the file fails (ENOENT)"))
+        d.metacopy = False
     if d.metacopy or (upper_metacopy and not stack):
         d.error = ("metacopy_data_missing", "EIO")
         return _fail(name, d, upper_hit)
@@ -336,7 +340,7 @@ def lookup_child(ctx: LookupContext, parent: MergedDir, name: str) -> Found:
         up = upper_hit if (upper_hit is not None) else None
         mdir = MergedDir(parent.path + (name,), up, tuple(stack))
     elif entry.kind == "file" and (upper_metacopy or entry.metacopy):
-        if data is None and stack:
+        if data is None and stack and not lazy:
             data = stack[-1]
     return Found(name, entry, top, mdir, tuple(d.events), data=data, uncertain=tuple(d.uncertain),
                  lower_hits=tuple(stack))

@@ -14,7 +14,8 @@ marker nobody can see is still found. Lint rules (ids are stable, documented in 
 - opaque_bad_value: overlay.opaque other than exactly "y" or "x" (the kernel reads one byte);
 - opaque_x_ignored: opaque=x on the upper or the lowest lower layer (namei.c ignores it there);
 - opaque_in_lowest_layer: opaque=y on the lowest lower layer (nothing below to hide);
-- metacopy_without_data: lookup fails with EIO (no lower data); metacopy_not_enabled: the stack is
+- metacopy_without_data: lookup fails with EIO (no lower data), or open fails (ENOENT: an absolute
+  redirect into data-only layers that lack it); metacopy_not_enabled: the stack is
   not mounted with metacopy=on, lookup fails with EPERM;
 - redirect_not_followed: redirect_dir=nofollow, lookup fails with EPERM; invalid_redirect: EINVAL;
   redirect_target_missing: no layer below has the redirect's target;
@@ -137,6 +138,8 @@ def lint(ctx: LookupContext, m: Marker, parent_opaque: str | None) -> list[Findi
             f = lookup_path(sub, m.path)
             if f is not None and f.error == "metacopy_data_missing":
                 add("metacopy_without_data", Severity.CRITICAL, f"{_fmt(m.path)}: metacopy file with no data in any layer below: the kernel fails with EIO")
+            elif f is not None and f.positive and f.loc is not None and f.loc.layer == L and f.data is None:
+                add("metacopy_without_data", Severity.CRITICAL, f"{_fmt(m.path)}: metacopy file whose data is in no data-only layer: opening it fails (ENOENT)")
             elif f is not None and f.error == "metacopy_not_enabled":
                 add("metacopy_not_enabled", Severity.CRITICAL, f"{_fmt(m.path)}: metacopy file, but the stack is not mounted with metacopy=on: EPERM")
     elif m.marker == "redirect":
