@@ -86,6 +86,8 @@ def diff(
                     render_change(con, c)
                 else:
                     errors += 1
-                    con.print(f"! /{'/'.join(c.path)}: {c.verdict} {c.errno_name or ''}", markup=False)
+                    from ovlinspect.render.safe import text
+
+                    con.print(text(f"! /{'/'.join(c.path)}: {c.verdict} {c.errno_name or ''}", style="red"))
             warn_problems(ctx.problems)
     return EXIT_INCOMPLETE if errors or ctx.problems else EXIT_OK

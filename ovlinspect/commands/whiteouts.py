@@ -84,7 +84,9 @@ def whiteouts(
             out.flush()
         else:
             con = stdout_console()
-            con.print(stack.label, markup=False, style="bold")
+            from ovlinspect.render.safe import text
+
+            con.print(text(stack.label, style="bold"))
             if unknown:
                 con.print("note: trusted.* xattrs are unreadable without CAP_SYS_ADMIN: only char 0/0 whiteouts and .wh. files are shown; run as root", markup=False, style="yellow")
             n = 0
