@@ -177,74 +177,76 @@ def diff_top(ctx: LookupContext, top: int | None = None) -> Iterator[Change | Tr
     ctx.view = lv
     below.view = lv
     try:
-        root = ctx.root()
-        # frames: (merged dir in the full stack, its lower stack, names in the top layer dir, pos)
-        stack: list[tuple[MergedDir, list[str], int, dict[str, Entry]]] = []
-
-        def open_dir(d: MergedDir) -> None:
-            try:
-                lst = lv.load(top, d.path)
-            except ReadProblem as rp:
-                errs.append(TreeError(d.path, "unreadable", None, rp.problem))
-                lst = {}
-            stack.append((d, sorted(lst), 0, lst))
-
-        errs: list[TreeError] = []
-        open_dir(root)
-        while stack:
-            yield from errs
-            errs.clear()
-            d, names, pos, lst = stack[-1]
-            if pos >= len(names):
-                lv.drop(top, d.path)
-                stack.pop()
-                continue
-            stack[-1] = (d, names, pos + 1, lst)
-            name = names[pos]
-            e = lst[name]
-            path = d.path + (name,)
-            before_parent = MergedDir(d.path, None, tuple(lo for lo in d.lowers if lo.layer > top))
-            before = lookup_child(below, before_parent, name)
-            if e.is_whiteout:
-                if before.positive:
-                    assert before.entry is not None
-                    yield Change(path, "deleted", "whiteout", before.entry.kind, top, f"{e.whiteout_kind} whiteout")
-                continue
-            full = lookup_child(ctx, d, name)
-            if full.error:
-                yield TreeError(path, full.error, full.errno_name)
-                continue
-            if not full.positive or full.loc is None or full.loc.layer != top:
-                continue
-            if not e.is_dir:
-                if before.positive and before.entry is not None:
-                    if before.entry.is_dir:
-                        yield Change(path, "changed", "type_change", e.kind, top, "a directory below is replaced")
-                    elif e.metacopy:
-                        yield Change(path, "changed", "metacopy", e.kind, top, "metadata-only copy-up (data stays below)")
+        # Depth first like walk_merged: each top-layer directory is listed, its names classified,
+        # its listing dropped, then its subdirectories are visited; a frame whose last subdirectory
+        # is entered is dropped first, so a 10,000-deep chain costs one frame (not O(depth^2) paths).
+        pending: list[list[MergedDir]] = []  # per open directory: subdirectories still to visit
+        todo: MergedDir | None = ctx.root()
+        while True:
+            if todo is not None:
+                d = todo
+                try:
+                    lst = lv.load(top, d.path)
+                except ReadProblem as rp:
+                    yield TreeError(d.path, "unreadable", None, rp.problem)
+                    lst = {}
+                subdirs: list[MergedDir] = []
+                for name in sorted(lst):
+                    e = lst[name]
+                    path = d.path + (name,)
+                    before_parent = MergedDir(d.path, None, tuple(lo for lo in d.lowers if lo.layer > top))
+                    before = lookup_child(below, before_parent, name)
+                    if e.is_whiteout:
+                        if before.positive:
+                            assert before.entry is not None
+                            yield Change(path, "deleted", "whiteout", before.entry.kind, top, f"{e.whiteout_kind} whiteout")
+                        continue
+                    full = lookup_child(ctx, d, name)
+                    if full.error:
+                        yield TreeError(path, full.error, full.errno_name)
+                        continue
+                    if not full.positive or full.loc is None or full.loc.layer != top:
+                        continue
+                    if not e.is_dir:
+                        if before.positive and before.entry is not None:
+                            if before.entry.is_dir:
+                                yield Change(path, "changed", "type_change", e.kind, top, "a directory below is replaced")
+                            elif e.metacopy:
+                                yield Change(path, "changed", "metacopy", e.kind, top, "metadata-only copy-up (data stays below)")
+                            else:
+                                yield Change(path, "changed", "copy_up", e.kind, top, f"replaces the {before.entry.kind} of layer {before.loc.layer if before.loc else '?'}")
+                        else:
+                            yield Change(path, "added", "new", e.kind, top)
+                        continue
+                    # a directory of the top layer
+                    raw = e.opaque
+                    if full.dir is None:
+                        continue
+                    if e.redirect and full.dir.lowers:
+                        yield Change(path, "changed" if before.positive else "added", "renamed", "dir", top, f"renamed from {e.redirect} (overlay.redirect)")
+                    elif before.positive and before.entry is not None and before.entry.is_dir:
+                        if raw == "y":
+                            yield Change(path, "changed", "opaque_replacement", "dir", top, "opaque: replaces the directory below")
+                            assert before.dir is not None
+                            yield from _hidden_children(below, before.dir, lst_names=None, top=top, lv=lv, topdir=path)
+                        else:
+                            yield Change(path, "changed", "dir", "dir", top)
+                    elif before.positive and before.entry is not None:
+                        yield Change(path, "changed", "type_change", "dir", top, f"replaces the {before.entry.kind} below")
                     else:
-                        yield Change(path, "changed", "copy_up", e.kind, top, f"replaces the {before.entry.kind} of layer {before.loc.layer if before.loc else '?'}")
-                else:
-                    yield Change(path, "added", "new", e.kind, top)
-                continue
-            # a directory of the top layer
-            raw = e.opaque
-            if full.dir is None:
-                continue
-            if e.redirect and full.dir.lowers:
-                yield Change(path, "changed" if before.positive else "added", "renamed", "dir", top, f"renamed from {e.redirect} (overlay.redirect)")
-            elif before.positive and before.entry is not None and before.entry.is_dir:
-                if raw == "y":
-                    yield Change(path, "changed", "opaque_replacement", "dir", top, "opaque: replaces the directory below")
-                    assert before.dir is not None
-                    yield from _hidden_children(below, before.dir, lst_names=None, top=top, lv=lv, topdir=path)
-                else:
-                    yield Change(path, "changed", "dir", "dir", top)
-            elif before.positive and before.entry is not None:
-                yield Change(path, "changed", "type_change", "dir", top, f"replaces the {before.entry.kind} below")
-            else:
-                yield Change(path, "added", "new", "dir", top)
-            open_dir(full.dir)
+                        yield Change(path, "added", "new", "dir", top)
+                    subdirs.append(full.dir)
+                lv.drop(top, d.path)
+                if subdirs:
+                    subdirs.reverse()  # pop() gives them in name order
+                    pending.append(subdirs)
+                todo = None
+            if not pending:
+                return
+            frame = pending[-1]
+            todo = frame.pop()
+            if not frame:
+                pending.pop()
     finally:
         ctx.view = saved
 
