@@ -424,3 +424,42 @@ def test_cli_btrfs_replay_of_corrupt_capture_is_one_line(btrfs_capture: dict[str
             res = runner.invoke(app, ["btrfs", "--replay", btrfs_capture["dir"]])
         assert res.exit_code == 2, res.output
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "Traceback" not in res.output
+
+
+# --- the same corruptions through the CLI: a declared exit code, at most one `error:` line --------
+
+CLI_FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _cli_ok(res, codes: tuple[int, ...]) -> None:  # type: ignore[no-untyped-def]
+    assert res.exit_code in codes, (res.exit_code, res.output)
+    assert "Traceback" not in res.output and "internal error" not in res.stderr, res.stderr
+    assert sum(1 for ln in res.stderr.splitlines() if ln.startswith("error:")) <= 1
+
+
+@CLI_FUZZ
+@given(st.integers(0, 1000), json_corruption())
+def test_cli_orphans_and_container_tree_on_corrupt_docker_records(docker_root: dict[str, Any], which: int,
+                                                                   corrupt: Callable[[bytes], bytes]) -> None:
+    root = docker_root["rr"].docker[0].path
+    path = docker_root["json"][which % len(docker_root["json"])]
+    runner = CliRunner()
+    with _rewritten(path, corrupt(open(path, "rb").read())):
+        _cli_ok(runner.invoke(app, ["orphans", "--json", "--docker-root", root]), (0, 1, 3))
+        env = {"OVLINSPECT_DOCKER_ROOT": root, "OVLINSPECT_PODMAN_ROOT": "", "OVLINSPECT_CONTAINERD_ROOT": ""}
+        for cid in docker_root["cids"]:
+            _cli_ok(runner.invoke(app, ["tree", "--json", "--container", cid], env=env), (0, 3, 4, 5))
+
+
+@CLI_FUZZ
+@given(st.integers(0, 1000), json_corruption())
+def test_cli_orphans_and_image_tree_on_corrupt_podman_records(podman_root: dict[str, Any], which: int,
+                                                              corrupt: Callable[[bytes], bytes]) -> None:
+    root = podman_root["rr"].podman[0].path
+    path = podman_root["files"][which % len(podman_root["files"])]
+    runner = CliRunner()
+    with _rewritten(path, corrupt(open(path, "rb").read())):
+        _cli_ok(runner.invoke(app, ["orphans", "--json", "--podman-root", root]), (0, 1, 3))
+        env = {"OVLINSPECT_PODMAN_ROOT": root, "OVLINSPECT_DOCKER_ROOT": "", "OVLINSPECT_CONTAINERD_ROOT": ""}
+        for args in (["--container", "pd-created"], ["--image", "localhost/ovl-test/derived:1"]):
+            _cli_ok(runner.invoke(app, ["tree", "--json", *args], env=env), (0, 2, 3, 4, 5))
