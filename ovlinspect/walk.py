@@ -147,14 +147,13 @@ def _walk(
     whiteout_attr = prefix + "whiteout"
     links: dict[int, tuple[int, int]] = {}
     heap: list[tuple[int, int, str]] = []
-    apparent = blocks = files = dirs = symlinks = whiteouts = opaques = other = inodes = skipped = 0
+    apparent = blocks = files = dirs = symlinks = whiteouts = opaques = other = skipped = dup_names = 0
     next_tick = TICK
     rst = os.fstat(rfd)
     if count_root:
         apparent += rst.st_size
         blocks += rst.st_blocks
         dirs += 1
-        inodes += 1
     mark = _opaque_mark(rfd, opaque_attr)
     if count_root and mark == b"y":
         opaques += 1
@@ -185,6 +184,27 @@ def _walk(
                             skipped += 1
                             continue
                         m = st.st_mode & S_IFMT
+                        if m == S_IFREG:  # the common case first
+                            if st.st_nlink > 1:
+                                ino = st.st_ino
+                                if ino in links:  # counted already: only the name counts
+                                    dup_names += 1
+                                    files += 1
+                                    continue
+                                links[ino] = (st.st_size, st.st_blocks * 512)
+                            apparent += st.st_size
+                            blocks += st.st_blocks
+                            if cur_x and st.st_size == 0 and _is_file_whiteout(cur_fd, e.name, whiteout_attr):
+                                whiteouts += 1
+                                continue
+                            files += 1
+                            if top_n:
+                                size = st.st_size
+                                if len(heap) < top_n:
+                                    heapq.heappush(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
+                                elif size > heap[0][0]:
+                                    heapq.heapreplace(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
+                            continue
                         if m == S_IFDIR:
                             if check_mounts and _rel(cur_rel, e.name) in mount_relpaths:
                                 skipped += 1
@@ -192,40 +212,22 @@ def _walk(
                             apparent += st.st_size
                             blocks += st.st_blocks
                             dirs += 1
-                            inodes += 1
                             subdirs.append(e.name)
                             continue
-                        dup = False
-                        if st.st_nlink > 1:
-                            ino = st.st_ino
-                            if ino in links:
-                                dup = True  # counted already: only the name is counted below
-                            else:
-                                links[ino] = (st.st_size, st.st_blocks * 512)
-                                apparent += st.st_size
-                                blocks += st.st_blocks
-                                inodes += 1
-                        else:
-                            apparent += st.st_size
-                            blocks += st.st_blocks
-                            inodes += 1
-                        if m == S_IFREG:
-                            if cur_x and st.st_size == 0 and _is_file_whiteout(cur_fd, e.name, whiteout_attr):
-                                whiteouts += 1
-                                continue
-                            files += 1
-                            if top_n and not dup:
-                                size = st.st_size
-                                if len(heap) < top_n:
-                                    heapq.heappush(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
-                                elif size > heap[0][0]:
-                                    heapq.heapreplace(heap, (size, st.st_blocks * 512, _rel(cur_rel, e.name)))
-                        elif m == S_IFLNK:
+                        if m == S_IFLNK:
                             symlinks += 1
                         elif m == S_IFCHR and st.st_rdev == 0:
                             whiteouts += 1
                         else:
                             other += 1
+                        if st.st_nlink > 1:
+                            ino = st.st_ino
+                            if ino in links:
+                                dup_names += 1
+                                continue
+                            links[ino] = (st.st_size, st.st_blocks * 512)
+                        apparent += st.st_size
+                        blocks += st.st_blocks
             except OSError as exc:
                 n_problems += 1
                 if len(problems) < MAX_PROBLEMS:
@@ -282,7 +284,7 @@ def _walk(
         whiteouts=whiteouts,
         opaque_dirs=opaques,
         other=other,
-        inodes=inodes,
+        inodes=files + dirs + symlinks + whiteouts + other - dup_names,  # names less repeated hard links
         skipped_mounts=skipped,
         complete=n_problems == 0,
         top=top,
