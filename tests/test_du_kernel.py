@@ -276,3 +276,39 @@ def test_a_path_under_the_merged_view_measures_that_subtree_in_each_layer(tmp_pa
     # olddir exists in l2 only (l1 has a symlink there, the upper nothing)
     assert [la["apparent_bytes"] for la in doc2["layers"]] == [0, 0, gnu_du("-sb", str(l2 / "olddir"))]
     assert doc2["totals"]["complete"] is True
+
+
+def test_cli_all_walks_each_shared_layer_once(tmp_path: Path) -> None:
+    l1, l2 = make_lowers(tmp_path)
+    mounts = []
+    for n in ("a", "b", "c"):
+        up, wk, m = tmp_path / f"up{n}", tmp_path / f"wk{n}", tmp_path / f"m{n}"
+        for d in (up, wk, m):
+            d.mkdir()
+        mount_legacy(str(m), [str(l1), str(l2)], str(up), str(wk))
+        (m / f"new-{n}").write_bytes(b"n" * 4000)
+        mounts.append(m)
+    # only this test's mounts: pin the runtimes' data roots to an empty dir
+    none = tmp_path / "no-runtime"
+    none.mkdir()
+    env = dict(os.environ, OVLINSPECT_DOCKER_ROOT=str(none), OVLINSPECT_PODMAN_ROOT=str(none), OVLINSPECT_CONTAINERD_ROOT=str(none))
+    try:
+        r = subprocess.run([sys.executable, "-m", "ovlinspect", "du", "--per-layer", "--all", "--json"], capture_output=True, text=True, env=env)
+    finally:
+        for m in mounts:
+            umount(str(m), lazy=False)
+    assert r.returncode in (0, 3), r.stderr
+    doc = json.loads(r.stdout)
+    ours = {str(p) for p in (l1, l2, tmp_path / "upa", tmp_path / "upb", tmp_path / "upc")}
+    rows = {la["path"]: la for la in doc["layers"] if la["path"] in ours}
+    assert set(rows) == ours  # each shared lower dir appears once
+    assert rows[str(l1)]["shared_by"] == rows[str(l2)]["shared_by"] == 3
+    assert all(rows[str(tmp_path / f"up{n}")]["shared_by"] == 1 for n in "abc")
+    assert all(rows[p]["shadow"] is None for p in ours)  # --all: no hidden-bytes walk unless --hidden
+    for p, la in rows.items():
+        assert la["allocated_bytes"] == gnu_du("-s", "-B1", p)
+    mine = [t for t in doc["targets"] if any(str(m) in t["label"] for m in mounts)]
+    assert len(mine) == 3
+    for t in mine:
+        up = next(doc["layers"][k]["path"] for k in t["layers"] if doc["layers"][k]["role"] == "upper")
+        assert t["unique_allocated_bytes"] == gnu_du("-s", "-B1", up)
