@@ -9,14 +9,17 @@ Rules (GNU du's, so `apparent_bytes` = `du -sb DIR` and `allocated_bytes` = `du 
 - another mount is never walked into: an entry whose st_dev differs from the root's, or a
   directory that is a mount point in mountinfo (a same-device bind mount), is skipped and counted;
 - iterative, no recursion; memory is the hard-link table plus one fd and one list of subdirectory
-  names per level of depth — not proportional to the number of files.
+  names per level of depth that still has subdirectories to visit (a frame is dropped when its last
+  subdirectory is entered) — not proportional to the number of files.
 Markers (Documentation/filesystems/overlayfs.rst): a whiteout is a char device 0/0 (or, 6.7+, a
 zero-size regular file with `<prefix>whiteout` inside a dir whose `<prefix>opaque` is "x");
 an opaque dir has `<prefix>opaque` == "y". Xattrs are read on directory fds only (plus the rare
 zero-size file in an "x" dir), never through a symlink.
 
-`walk_layers` runs many walks on worker processes (fork; one task per layer or per slice of a
-layer's top-level entries): threads do not help a Python walker (GIL), processes do.
+`walk_layers` runs many walks on worker processes (fork; units of a layer's top-level entries,
+largest first): threads do not help a Python walker (GIL), processes do. `walk_shadows` walks a
+stack's layers together where they overlap (hidden bytes, copy-ups; verdicts from
+analysis/usage.merge_dir). `collect_usage` is the library entry point: stacks in, DuReport out.
 """
 
 from __future__ import annotations
@@ -256,6 +259,12 @@ def _walk(
                     if len(problems) < MAX_PROBLEMS:
                         problems.append(problem_from_oserror(exc, _join(root, rel, name), "open directory"))
                     continue
+                if not pend:
+                    # its last subdirectory: the frame is done, so drop it (and its fd) now. A deep
+                    # chain then holds one fd, not one per level (10,000 levels > RLIMIT_NOFILE 1024)
+                    stack.pop()
+                    if fd != rfd:
+                        os.close(fd)
                 # (its st_dev was checked on the lstat from the parent's listing)
                 cmark = _opaque_mark(cfd, opaque_attr)
                 if cmark == b"y":
