@@ -123,10 +123,18 @@ def drop_caches() -> None:
         f.write("3\n")
 
 
-def run_du(paths: list[str]) -> float:
+CPU: dict[str, list[float]] = {"du": [], "ovl": []}  # user+sys seconds of each warm run
+
+
+def run_du(paths: list[str], cpu: bool = False) -> float:
     t = time.perf_counter()
-    subprocess.run(["du", "-s", *paths], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    p = subprocess.Popen(["du", "-s", *paths], stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    dt = time.perf_counter() - t
+    if cpu:
+        CPU["du"].append(ru.ru_utime + ru.ru_stime)
+    return dt
 
 
 def run_ovl(sample_memory: bool = False) -> tuple[float, dict]:
@@ -176,6 +184,7 @@ def run_ovl(sample_memory: bool = False) -> tuple[float, dict]:
         raise SystemExit(f"ovlinspect failed ({p.returncode}): {err.decode()[:500]}")
     peak["doc"] = json.loads(out)
     peak["max_rss_single"] = ru.ru_maxrss * 1024
+    peak["cpu"] = ru.ru_utime + ru.ru_stime  # ovlinspect and its workers
     return dt, peak
 
 
@@ -201,14 +210,18 @@ def measure(host: dict, runs: int, cold_runs: int) -> dict:
         rss.append(pk["rss_sum"])
         single.append(pk["max_rss_single"])
     warm_du, warm_ovl = [], []
+    CPU["du"].clear()
+    CPU["ovl"].clear()
     run_du(ours)
     for _ in range(runs):
-        warm_du.append(run_du(ours))
+        warm_du.append(run_du(ours, cpu=True))
         dt, pk = run_ovl()
         warm_ovl.append(dt)
+        CPU["ovl"].append(pk["cpu"])
         single.append(pk["max_rss_single"])
     res.update(du_warm=statistics.median(warm_du), ovl_warm=statistics.median(warm_ovl),
                ratio_warm=statistics.median(o / d for o, d in zip(warm_ovl, warm_du, strict=True)),
+               cpu_du=statistics.median(CPU["du"]), cpu_ovl=statistics.median(CPU["ovl"]),
                peak_pss_sum=max(pss), peak_rss_sum=max(rss))
     if cold_runs:
         cold_du, cold_ovl = [], []
@@ -273,8 +286,10 @@ def main() -> None:
         cold = (f"{r['du_cold']:8.2f} {r['ovl_cold']:8.2f} {r['ratio_cold']:6.2f}" if "ratio_cold" in r else f"{'-':>8} {'-':>8} {'-':>6}")
         print(f"{r['entries']:>9,} {len(host['layers']):>6} {r['du_warm']:8.2f} {r['ovl_warm']:8.2f} {r['ratio_warm']:6.2f} {cold} "
               f"{r['peak_pss_sum'] / 2**20:7.1f}Mi {r['peak_rss_sum'] / 2**20:6.1f}Mi {'yes' if r['exact'] else 'NO':>5}"
-              f"   (built in {built:.0f}s; largest single process {r['max_rss_single'] / 2**20:.1f} MiB RSS)", flush=True)
+              f"   (built in {built:.0f}s; largest single process {r['max_rss_single'] / 2**20:.1f} MiB RSS; warm CPU s du "
+              f"{r['cpu_du']:.2f} ovl {r['cpu_ovl']:.2f}; load {os.getloadavg()[0]:.1f})", flush=True)
     os.rmdir(none_root)
+    print("CPU s = user+sys of the whole process tree (a busy machine stretches wall time, not this).")
     print("ratio = median of ovlinspect/du per side-by-side pair (< 1: ovlinspect faster); PSS peak = summed")
     print("proportional set size of ovlinspect and its workers (shared pages counted once); RSS sum counts them per process.")
 
