@@ -77,16 +77,29 @@ def _parse_line(line: bytes, number: int) -> MountEntry:
     )
 
 
+# Malformed lines kept as Problems; the rest are only counted (a file of garbage must not cost
+# hundreds of bytes per line: 1,000,000 bad lines took 850 MB with `ls --json`).
+MAX_LINE_PROBLEMS = 100
+
+
 def parse_mountinfo(data: bytes) -> tuple[list[MountEntry], list[Problem]]:
-    """Parse a whole mountinfo file. Bad lines become Problems (line number, field); never raises."""
+    """Parse a whole mountinfo file. Bad lines become Problems (line number, field); never raises.
+
+    After MAX_LINE_PROBLEMS malformed lines, one more Problem counts the rest."""
     entries: list[MountEntry] = []
     problems: list[Problem] = []
+    more = 0
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             entries.append(_parse_line(line, number))
         except ValueError as exc:
+            if len(problems) >= MAX_LINE_PROBLEMS:
+                more += 1
+                continue
             shown = line[:80].decode("ascii", "backslashreplace")
             problems.append(Problem("malformed", f"mountinfo line {number}: {exc}: {shown!r}", line=number))
+    if more:
+        problems.append(Problem("malformed", f"{more} more malformed mountinfo lines not shown"))
     return entries, problems
