@@ -16,6 +16,7 @@ Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import random
@@ -277,12 +278,14 @@ def main() -> None:
                 built = time.perf_counter() - t
                 big = n == args.entries
                 r = measure(host, args.runs, args.cold_runs if big else 0)
-                for m in host["mounts"]:
-                    sh("umount", m)
             finally:
-                sh("umount", mnt)
+                # lazy unmounts: the overlays, then the loop fs (never rmtree into a mounted fs)
+                for m in sorted(glob.glob(os.path.join(mnt, "merged", "*"))):
+                    subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+                subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not os.path.ismount(mnt):
+                shutil.rmtree(work, ignore_errors=True)
         cold = (f"{r['du_cold']:8.2f} {r['ovl_cold']:8.2f} {r['ratio_cold']:6.2f}" if "ratio_cold" in r else f"{'-':>8} {'-':>8} {'-':>6}")
         print(f"{r['entries']:>9,} {len(host['layers']):>6} {r['du_warm']:8.2f} {r['ovl_warm']:8.2f} {r['ratio_warm']:6.2f} {cold} "
               f"{r['peak_pss_sum'] / 2**20:7.1f}Mi {r['peak_rss_sum'] / 2**20:6.1f}Mi {'yes' if r['exact'] else 'NO':>5}"
