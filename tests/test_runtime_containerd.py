@@ -114,3 +114,37 @@ def test_orphans_unknown_snapshot_dirs(containerd_engine) -> None:  # noqa: F811
 
         shutil.rmtree(leaked)
         shutil.rmtree(temp)
+
+
+def test_bbolt_reader_on_a_multi_page_database(containerd_engine) -> None:  # noqa: F811
+    """Enough snapshots that the snapshotter's bbolt tree needs branch pages: every one is read
+    with the id and parent `ctr snapshots ls` / `ctr snapshots info` report."""
+    from ovlinspect.runtimes.bbolt import BoltDB
+    from ovlinspect.runtimes.containerd import ContainerdRuntime
+    from ovlinspect.runtimes.discovery import FoundRoot
+
+    c = containerd_engine
+    parent = c.names["created"]
+    parent_key = stack_for_named(pinned(c), container=parent).layers[1].identity["snapshot-key"]
+    for i in range(150):
+        c.ctr("snapshots", "prepare", f"bulk-{i:03d}-{'x' * 60}", parent_key)
+    db = BoltDB.open(os.path.join(c.root, "io.containerd.snapshotter.v1.overlayfs", "metadata.db"))
+    # the snapshots bucket really has more than one level now: a branch page above its leaves
+    import struct
+
+    value = next(v for k, v, is_bucket in db.items(b"v1") if k == b"snapshots" and is_bucket)
+    bucket_root = struct.unpack_from("<Q", value, 0)[0]
+    assert bucket_root != 0  # not an inline bucket
+    assert struct.unpack_from("<QHHI", db.data, bucket_root * db.page_size)[1] == 0x01  # branch page
+    rt = ContainerdRuntime(FoundRoot(c.root, "test"))
+    ours = {s.key: (s.kind, s.parent.split("/", 2)[2] if s.parent else "") for s in rt.snaps.values() if s.namespace == c.namespace}
+    theirs = {}
+    for line in c.ctr("snapshots", "ls").splitlines()[1:]:
+        parts = line.split()
+        theirs[parts[0]] = (parts[-1].lower(), parts[1] if len(parts) == 3 else "")
+    assert ours == theirs and sum(k.startswith("bulk-") for k in ours) == 150
+    pages = len(db.data) // db.page_size
+    assert pages > 8, pages
+    info = json.loads(c.ctr("snapshots", "info", f"bulk-149-{'x' * 60}"))
+    s = next(s for s in rt.snaps.values() if s.key == f"bulk-149-{'x' * 60}")
+    assert info["Kind"] == "Active" and s.kind == "active" and os.path.isdir(rt.snap_dir(s.id))
