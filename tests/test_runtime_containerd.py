@@ -71,6 +71,14 @@ def test_created_container_and_image_stacks(containerd_engine) -> None:  # noqa:
     assert (wh.st_mode & 0o170000) == 0o020000 and wh.st_rdev == 0
 
 
+def test_why_missing_names_the_history_step(containerd_engine) -> None:  # noqa: F811
+    res = runner.invoke(app, ["why-missing", "--container", containerd_engine.names["created"], "--json", "/data/delete-me.txt"])
+    assert res.exit_code == 1, res.output
+    r = json.loads(res.stdout)["results"][0]
+    assert r["visible"] is False and r["verdict"] == "whiteout"
+    assert r["layer"]["note"]["created_by"] == CTD_HISTORY[1]
+
+
 def test_snapshot_usage_matches_ctr(containerd_engine) -> None:  # noqa: F811
     """`ovlinspect du --container` allocated bytes per layer = `ctr snapshots usage` (block-based)."""
     c = containerd_engine
