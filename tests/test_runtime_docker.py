@@ -317,21 +317,22 @@ def test_orphans_after_deleting_a_layerdb_entry(docker_engine, tmp_path) -> None
 
 def test_orphans_after_killing_dockerd_mid_rmi(docker_engine, tmp_path) -> None:  # noqa: F811
     d = docker_engine
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    # a big unique layer, so that removing it takes long enough to interrupt
-    (ctx / "Dockerfile").write_text(
-        "FROM ovl-test/base:1\nRUN mkdir /big && cd /big && seq 1 20000 | xargs touch\n"
-    )
-    d.docker("build", "-q", "-t", "ovl-test/victim-rmi:1", str(ctx))
-    before = _orphans(d)
-    assert before.findings == []
     sha = os.path.join(d.root, "image/overlay2/layerdb/sha256")
-    rmi = subprocess.Popen(["docker", "rmi", "ovl-test/victim-rmi:1"], env={**os.environ, **d.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     removing: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not removing:
-        removing = [n for n in os.listdir(sha) if n.endswith("-removing")]
+    # a big unique layer, so that removing it takes long enough to interrupt; bigger if we were too slow
+    for attempt, nfiles in enumerate((20000, 80000)):
+        ctx = tmp_path / f"ctx{attempt}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM ovl-test/base:1\nRUN mkdir /big && cd /big && seq 1 {nfiles} | xargs touch\n")
+        d.docker("build", "-q", "-t", "ovl-test/victim-rmi:1", str(ctx))
+        assert _orphans(d).findings == []
+        rmi = subprocess.Popen(["docker", "rmi", "ovl-test/victim-rmi:1"], env={**os.environ, **d.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not removing and rmi.poll() is None:
+            removing = [n for n in os.listdir(sha) if n.endswith("-removing")]
+        if removing:
+            break
+        rmi.wait(30)  # the delete finished before we saw it: try again with a bigger layer
     d.kill9()
     rmi.kill()  # the client would wait for the dead daemon
     rmi.wait(30)
