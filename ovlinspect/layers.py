@@ -142,6 +142,7 @@ class LayerReader:
         self._k_redirect = xattr_prefix + "redirect"
         self._k_metacopy = xattr_prefix + "metacopy"
         self._fds: OrderedDict[tuple[int, tuple[str, ...]], int] = OrderedDict()
+        self._last: dict[int, tuple[tuple[str, ...], int]] = {}  # per layer: the last dir asked for
         self._fd_cache = max(4, fd_cache)
         self._proc_fd = "/proc/self/fd"
 
@@ -153,6 +154,7 @@ class LayerReader:
             except OSError:
                 pass
         self._fds.clear()
+        self._last.clear()
 
     def __enter__(self) -> LayerReader:
         return self
@@ -166,17 +168,33 @@ class LayerReader:
     # -- directory fds ---------------------------------------------------------------------
     def _remember(self, key: tuple[int, tuple[str, ...]], fd: int) -> None:
         self._fds[key] = fd
+        self._last[key[0]] = (key[1], fd)
         while len(self._fds) > self._fd_cache:
-            _, old = self._fds.popitem(last=False)
+            (olayer, _), old = self._fds.popitem(last=False)
+            last = self._last.get(olayer)
+            if last is not None and last[1] == old:
+                del self._last[olayer]
             os.close(old)
 
     def dir_fd(self, layer: int, path: tuple[str, ...]) -> int | None:
         """An fd of the directory `path` in `layer` (cached), None if it is not a real directory
         there (absent, a symlink, a non-directory). Raises ReadProblem on other errors."""
+        last = self._last.get(layer)
+        if last is not None and last[0] == path:  # the common case: the same dir again (C-level compare)
+            return last[1]
+        if last is not None and len(path) == len(last[0]) + 1 and path[:-1] == last[0]:
+            key = (layer, path)
+            fd = self._fds.get(key)
+            if fd is not None:
+                self._fds.move_to_end(key)
+                self._last[layer] = (path, fd)
+                return fd
+            return self._open_from(layer, path, len(path) - 1, last[1])  # a child of the last dir
         key = (layer, path)
         fd = self._fds.get(key)
         if fd is not None:
             self._fds.move_to_end(key)
+            self._last[layer] = (path, fd)
             return fd
         # start from the nearest cached ancestor
         start = len(path)
@@ -193,6 +211,9 @@ class LayerReader:
                 raise ReadProblem(problem_from_oserror(exc, self.paths[layer], "open layer")) from None
             self._remember((layer, ()), fd)
         cur = self._fds[(layer, path[:start])]
+        return self._open_from(layer, path, start, cur)
+
+    def _open_from(self, layer: int, path: tuple[str, ...], start: int, cur: int) -> int | None:
         for i in range(start, len(path)):
             try:
                 nfd = os.open(path[i], _DIR_FLAGS, dir_fd=cur)

@@ -398,13 +398,25 @@ class _Level:
 class _Walk:
     def __init__(self, ctx: LookupContext):
         self.ctx = ctx
-        self.notable: list[tuple[int, dict[str, Any]]] = []
-        self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEEP_LAST_STEPS * 4)
+        self.notable: list[tuple[int, Any]] = []
+        self.recent: deque[tuple[int, Any]] = deque(maxlen=KEEP_LAST_STEPS * 4)
         self.uncertain: list[str] = []
         self.seq = 0
         self.elided = 0
 
     def step(self, comp: str, merged: tuple[str, ...], ev: Event | None, what: str, detail: str = "") -> None:
+        # kept raw and formatted at the end: only the steps shown pay for their (long) path strings
+        self.seq += 1
+        raw = (comp, merged, ev, what, detail)
+        if what in _NOTABLE:
+            self.notable.append((self.seq, raw))
+        else:
+            if len(self.recent) == self.recent.maxlen:
+                self.elided += 1
+            self.recent.append((self.seq, raw))
+
+    def _format(self, raw: tuple[str, tuple[str, ...], Event | None, str, str]) -> dict[str, Any]:
+        comp, merged, ev, what, detail = raw
         rec: dict[str, Any] = {"component": comp, "path": _fmt(merged), "event": what, "detail": detail}
         if ev is not None:
             la = self.ctx.stack.layers[ev.layer]
@@ -415,13 +427,7 @@ class _Walk:
                 rec["note"] = dict(note)
         else:
             rec["layer"] = None
-        self.seq += 1
-        if what in _NOTABLE:
-            self.notable.append((self.seq, rec))
-        else:
-            if len(self.recent) == self.recent.maxlen:
-                self.elided += 1
-            self.recent.append((self.seq, rec))
+        return rec
 
     def record(self, comp: str, merged: tuple[str, ...], found: Found) -> None:
         for ev in found.events:
@@ -430,7 +436,7 @@ class _Walk:
 
     def steps(self) -> tuple[dict[str, Any], ...]:
         allst = sorted(self.notable + list(self.recent), key=lambda x: x[0])
-        out = [r for _, r in allst]
+        out = [self._format(r) for _, r in allst]
         if self.elided:
             out.insert(0, {"component": "", "path": "", "event": "elided", "layer": None,
                            "detail": f"{self.elided} plain steps of the upper components not shown"})
