@@ -95,6 +95,7 @@ def deep_stack(tmp_path):
         rm_rf(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_ten_thousand_deep_tree_why_missing_diff_whiteouts(deep_stack) -> None:
     stack = deep_stack
     deep = "/" + "/".join(["d"] * DEPTH)
