@@ -33,6 +33,28 @@ def _layers(base, n: int, files: int) -> list[str]:
     return out
 
 
+def _walking(pid: int, under: str) -> bool:
+    """Whether the process (or a child) holds an fd inside `under`."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return False
+    for p in procs:
+        try:
+            fds = os.listdir(f"/proc/{p.pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{p.pid}/fd/{fd}").startswith(under):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def _gnu(flag: str, path: str) -> int:
     return int(subprocess.run(["du", flag, path], capture_output=True, check=True).stdout.split()[0])
 
@@ -53,7 +75,11 @@ def test_du_with_layers_deleted_mid_walk(tmp_path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wreck() -> None:
-        time.sleep(0.3)
+        # wait until the walk is under way (a dir fd into the first layer, in du or a worker),
+        # so the layers vanish mid-walk rather than before the command has resolved its stack
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not _walking(proc.pid, layers[0]):
+            time.sleep(0.01)
         for p in sorted(doomed):
             shutil.rmtree(p, ignore_errors=True)
 
