@@ -23,7 +23,6 @@ from ovlinspect.errors import InputError
 from ovlinspect.model import LayerRole, LayerSpec, OverlaySpec
 from ovlinspect.mountinfo import decode_octal
 
-
 # SELinux mount options whose quoted values may hold commas (security/selinux/hooks.c,
 # selinux_sb_show_options prints them as key="value").
 _QUOTED_KEYS = ("context=", "fscontext=", "defcontext=", "rootcontext=")

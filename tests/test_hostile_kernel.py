@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 import tempfile
 
 import pytest
-
 from hostile import HOSTILE_NAMES, HostileHost, build_hostile_host
 from snapshot import diff_fingerprints, fingerprint
 

@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
+from ovl import mount_legacy, mount_newapi
 from typer.testing import CliRunner
 
-from ovl import mount_legacy, mount_newapi, umount
 from ovlinspect.cli import app
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("root_required")]
@@ -58,7 +58,7 @@ def _paths(rec: dict, key: str) -> list[str]:
     import base64
 
     b64 = rec.get(key + "_b64") or [None] * len(rec[key])
-    return [os.fsdecode(base64.b64decode(b)) if b else s for s, b in zip(rec[key], b64)]
+    return [os.fsdecode(base64.b64decode(b)) if b else s for s, b in zip(rec[key], b64, strict=True)]
 
 
 @pytest.fixture

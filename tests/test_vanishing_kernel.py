@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from ovl import mount_legacy, umount
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("root_required")]

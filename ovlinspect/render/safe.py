@@ -10,6 +10,11 @@ Rich markup is never interpreted: renderers wrap the result in `rich.text.Text`,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
 _BIDI = {0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069}
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\e", "\\": "\\\\"}
 
@@ -42,7 +47,7 @@ def escape_untrusted(s: str) -> str:
     return "".join(out)
 
 
-def text(s: object, style: str = "") -> "Text":
+def text(s: object, style: str = "") -> Text:
     """A rich Text (never parsed as markup) holding the escaped string."""
     from rich.text import Text
 
