@@ -541,6 +541,13 @@ def walk_layers(
                 progress(counter.value, done_layers, len(layers))
         pool.close()
     except BaseException:
+        # Ctrl-C: stop the workers at once. Pool.terminate() alone can wait on a worker that is
+        # busy in a syscall under load (seen once in CI-like runs), so kill them first.
+        for proc in list(getattr(pool, "_pool", [])):
+            try:
+                proc.kill()
+            except (OSError, AttributeError, ValueError):
+                pass
         pool.terminate()
         raise
     finally:
