@@ -23,10 +23,10 @@ from ovlinspect.commands.layer_target import (
     LowerdirOpt,
     OptionsOpt,
     UpperdirOpt,
-    explicit_stack,
     open_stack,
+    require_one_target,
 )
-from ovlinspect.errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
+from ovlinspect.errors import EXIT_INCOMPLETE, EXIT_OK
 
 
 @boundary
@@ -52,10 +52,7 @@ def diff(
     """
     from ovlinspect.analysis.merged import Change, TreeError, diff_top
 
-    if explicit_stack(lowerdir, container, image) and target is not None:
-        raise UsageError("name a TARGET or --lowerdir/--container/--image, not both")
-    if not explicit_stack(lowerdir, container, image) and target is None:
-        raise UsageError("name a TARGET: a mount point or a path under it", hint="or use --lowerdir / --container / --image")
+    require_one_target(target, lowerdir, container, image)
     stack, reader, ctx = open_stack(target, lowerdir, upperdir, options, container, image, mountinfo, proc_root, sys_root)
     errors = 0
     with reader:

@@ -37,6 +37,16 @@ def explicit_stack(lowerdir: str | None, container: str | None, image: str | Non
     return lowerdir is not None or container is not None or image is not None
 
 
+def require_one_target(target: str | None, lowerdir: str | None, container: str | None, image: str | None) -> None:
+    """A TARGET or an explicit stack (--lowerdir/--container/--image): exactly one of them."""
+    from ovlinspect.errors import UsageError
+
+    if explicit_stack(lowerdir, container, image) and target is not None:
+        raise UsageError("name a TARGET or --lowerdir/--container/--image, not both")
+    if not explicit_stack(lowerdir, container, image) and target is None:
+        raise UsageError("name a TARGET: a mount point or a path under it", hint="or use --lowerdir / --container / --image")
+
+
 def check_layers_readable(stack: Any, reader: Any) -> list[Any]:
     """Open every layer root once: a missing or unreadable layer is a Problem, not a traceback."""
     from ovlinspect.layers import ReadProblem

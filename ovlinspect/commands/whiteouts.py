@@ -23,10 +23,10 @@ from ovlinspect.commands.layer_target import (
     LowerdirOpt,
     OptionsOpt,
     UpperdirOpt,
-    explicit_stack,
     open_stack,
+    require_one_target,
 )
-from ovlinspect.errors import EXIT_INCOMPLETE, EXIT_NEGATIVE, EXIT_OK, UsageError
+from ovlinspect.errors import EXIT_INCOMPLETE, EXIT_NEGATIVE, EXIT_OK
 
 
 @boundary
@@ -51,10 +51,7 @@ def whiteouts(
     from ovlinspect.analysis.whiteouts import Finding, Marker, scan_markers
     from ovlinspect.model import Severity
 
-    if explicit_stack(lowerdir, container, image) and target is not None:
-        raise UsageError("name a TARGET or --lowerdir/--container/--image, not both")
-    if not explicit_stack(lowerdir, container, image) and target is None:
-        raise UsageError("name a TARGET: a mount point or a path under it", hint="or use --lowerdir / --container / --image")
+    require_one_target(target, lowerdir, container, image)
     stack, reader, ctx = open_stack(target, lowerdir, upperdir, options, container, image, mountinfo, proc_root, sys_root)
     problems = []
     bad = 0
