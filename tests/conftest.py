@@ -50,5 +50,7 @@ def root_required() -> None:
 @pytest.fixture
 def samples() -> str:
     if not os.path.isdir(SAMPLES):
-        pytest.skip(f"shared samples not found at {SAMPLES}")
+        if IN_CI:
+            pytest.fail(f"CI=true: the shared samples must be beside the clone ({SAMPLES})")
+        pytest.skip(reason=f"shared samples not found at {SAMPLES}")
     return SAMPLES

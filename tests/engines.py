@@ -51,7 +51,7 @@ def _need_root_and(*binaries: str) -> None:
         pytest.skip("runtime engines need root")
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (scripts/test-packages.txt installs them)")
+        pytest.skip(reason=f"not installed: {', '.join(missing)} (scripts/test-packages.txt installs them)")
 
 
 def busybox_path() -> str:

@@ -41,7 +41,7 @@ MiB = 1 << 20
 @pytest.fixture
 def make_fs(tmp_path):  # type: ignore[no-untyped-def]
     if SKIP:
-        pytest.skip(SKIP)
+        pytest.skip(reason=SKIP)
     made: list[LoopBtrfs] = []
 
     def make(sizes: list[int], mkfs_args: list[str] | None = None) -> LoopBtrfs:
@@ -267,7 +267,7 @@ def test_live_capture_replay_round_trip_and_cli(make_fs, tmp_path) -> None:  # t
 
 def test_path_not_on_btrfs_is_exit_4(tmp_path) -> None:  # type: ignore[no-untyped-def]
     if fs_type(str(tmp_path)) == "btrfs":
-        pytest.skip("tmp is on btrfs here")
+        pytest.skip(reason="tmp is on btrfs here")
     res = runner.invoke(app, ["btrfs", str(tmp_path)])
     assert res.exit_code == 4 and "is not on a btrfs filesystem" in res.stderr
 
@@ -299,7 +299,7 @@ def test_overlay_upper_on_btrfs_is_discovered(make_fs, tmp_path) -> None:  # typ
 def test_verdict_needs_no_root(make_fs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """sysfs and statvfs are world-readable: the same verdict as an unprivileged user."""
     if SKIP:
-        pytest.skip(SKIP)
+        pytest.skip(reason=SKIP)
     fs = LoopBtrfs.create([256])  # under /tmp, not in pytest's root-only tmp dir
     try:
         _check_unprivileged(fs)

@@ -29,7 +29,7 @@ def _lines(out: str, status: str, cid: str) -> list[str]:
 
 def test_btrfs_metadata_exhaustion(tmp_path) -> None:  # type: ignore[no-untyped-def]
     if SKIP:
-        pytest.skip(SKIP)
+        pytest.skip(reason=SKIP)
     tmp = str(tmp_path)
     fs = LoopBtrfs.create([256], tmp=tmp)
     try:
