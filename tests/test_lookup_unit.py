@@ -230,3 +230,23 @@ def test_unreadable_layer_above_the_answer_makes_it_unknown() -> None:
     assert ex.verdict == "unknown" and ex.visible is False and ex.assumed_verdict == "visible"
     ex = why(v, "/nope")
     assert ex.verdict == "unknown" and ex.assumed_verdict == "not_found"
+
+
+def test_not_found_names_the_same_name_elsewhere() -> None:
+    v = DictView([{"etc/app.conf": F("app.conf")}, {"opt/app/conf/app.conf": F("app.conf"), "usr/x": F("x")}])
+    ex = why(v, "/usr/app.conf")
+    assert ex.verdict == "not_found"
+    assert ex.elsewhere == ("/etc/app.conf (layer 0)", "/opt/app/conf/app.conf (layer 1)")
+    assert "the same name elsewhere: /etc/app.conf (layer 0)" in ex.message
+
+
+def test_elsewhere_search_is_bounded() -> None:
+    from ovlinspect.analysis import lookup
+
+    files = {f"d{i}/f{j}": F(f"f{j}") for i in range(50) for j in range(600)}
+    files["zz/needle"] = F("needle")
+    v = DictView([{}, files])
+    ex = why(v, "/needle")
+    assert ex.verdict == "not_found"
+    assert lookup.ELSEWHERE_SCAN_LIMIT < len(files)  # the needle lies beyond the budget: not found, no whole-tree walk
+    assert ex.elsewhere == ()

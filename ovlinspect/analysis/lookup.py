@@ -34,6 +34,10 @@ from ovlinspect.model import LayerRole, LayerStack
 
 MAX_SYMLINK_HOPS = 40  # include/linux/namei.h MAXSYMLINKS
 SUGGEST_SCAN_LIMIT = 20000  # entries per layer dir scanned for near-name suggestions
+# entries scanned in all (breadth-first over the visible layers) to find the same name elsewhere:
+# a fixed bound, so a not_found answer never costs a whole-tree walk on a big layer
+ELSEWHERE_SCAN_LIMIT = 20000
+ELSEWHERE_MAX = 5
 
 VERDICTS = (
     "visible",
@@ -373,6 +377,7 @@ class Explanation:
     problems: tuple[Problem, ...] = ()
     data_layer: int | None = None
     resolved: str | None = None  # the merged path after symlinks, when different
+    elsewhere: tuple[str, ...] = ()  # not_found: where an entry of the same name exists ("/p/name (layer N)")
 
 
 def split_path(path: str) -> list[str]:
@@ -467,6 +472,36 @@ def _suggest(ctx: LookupContext, parent: MergedDir | None, name: str) -> list[st
     out = [n for n in names if n.lower() == name.lower() and n != name]
     out += [n for n in difflib.get_close_matches(name, list(names), n=5, cutoff=0.75) if n not in out and n != name]
     return sorted(out)[:5]
+
+
+def _elsewhere(ctx: LookupContext, name: str, asked: tuple[str, ...]) -> list[str]:
+    """Where an entry named `name` exists in some visible layer (breadth-first, shallow paths
+    first, at most ELSEWHERE_SCAN_LIMIT entries read in all). Physical presence only: the
+    operator then asks why-missing about that path for its visibility."""
+    found: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    budget = ELSEWHERE_SCAN_LIMIT
+    queue: list[tuple[int, tuple[str, ...]]] = [(li, ()) for li in ctx.visible_idx]
+    head = 0
+    while head < len(queue) and budget > 0 and len(found) < ELSEWHERE_MAX:
+        layer, path = queue[head]
+        head += 1
+        try:
+            for e in ctx.view.children(layer, path):
+                budget -= 1
+                p = path + (e.name,)
+                if e.name == name and p != asked and p not in seen and not e.is_whiteout:
+                    seen.add(p)
+                    found.append(f"{_fmt(p)} (layer {layer})")
+                    if len(found) >= ELSEWHERE_MAX:
+                        break
+                if e.is_dir:
+                    queue.append((layer, p))
+                if budget <= 0:
+                    break
+        except ReadProblem:
+            continue  # best effort: the verdict does not rest on this
+    return found
 
 
 _ERROR_WORDS = {
@@ -614,7 +649,10 @@ def explain_path(stack: LayerStack, view: LayerView, path: str, max_hops: int = 
             msg += f"; it is in data-only layer {datas[0]}, which is never visible by path"
         if sugg:
             msg += "; near names: " + ", ".join(sugg)
-        return done(False, "not_found", None, msg, last=comp, suggestions=tuple(sugg))
+        other = _elsewhere(ctx, full[-1], full) if not present else []
+        if other:
+            msg += "; the same name elsewhere: " + ", ".join(other)
+        return done(False, "not_found", None, msg, last=comp, suggestions=tuple(sugg), elsewhere=tuple(other))
     # the path named the root (or resolved to a directory with nothing after it)
     if comps:
         return done(True, "visible", cur.locs[0].layer if cur.locs else None, f"{_fmt(comps)} is a visible directory", kind="dir")

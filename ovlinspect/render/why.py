@@ -49,6 +49,7 @@ def explanation_record(stack: LayerStack, ex: Explanation) -> dict[str, Any]:
     if ex.data_layer is not None:
         rec["data_layer"] = ex.data_layer
     rec["suggestions"] = [display(s) for s in ex.suggestions]
+    rec["elsewhere"] = [display(s) for s in ex.elsewhere]
     rec["steps"] = [step_record(s) for s in ex.steps]
     rec["problems"] = [problem_record(p) for p in ex.problems]
     return rec
