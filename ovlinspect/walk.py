@@ -408,18 +408,13 @@ def _run_job(job: WalkJob) -> tuple[int, WalkResult]:
             c.value += n - last[0]  # type: ignore[attr-defined]
             last[0] = n
 
-    res = walk_tree(
-        job.path,
-        xattr_prefix=job.xattr_prefix,
-        mount_relpaths=job.mount_relpaths,
-        top_n=job.top_n,
-        sub=job.sub,
-        names=job.names,
-        count_root=job.count_root,
-        tick=tick,
-        absent_ok=job.absent_ok,
-    )
-    return job.key, res
+    return job.key, _walk_job(job, tick)
+
+
+def _walk_job(job: WalkJob, tick: Callable[[int], None] | None) -> WalkResult:
+    """Walk one job's slice of a layer (in this process or a worker)."""
+    return walk_tree(job.path, xattr_prefix=job.xattr_prefix, mount_relpaths=job.mount_relpaths, top_n=job.top_n,
+                     sub=job.sub, names=job.names, count_root=job.count_root, tick=tick, absent_ok=job.absent_ok)
 
 
 def default_workers() -> int:
@@ -466,11 +461,10 @@ def plan_jobs(layers: Sequence[WalkJob], workers: int, expand_nlink: int = 48) -
     return [u[2] for u in units]
 
 
-def _open_sub(root: str, sub: Sequence[str]) -> int:
-    """An fd for root/sub..., each component opened with O_NOFOLLOW (scandir(fd) dups and closes it)."""
-    fd = os.open(root, O_ROOT)
+def _descend(fd: int, comps: Sequence[str]) -> int:
+    """Walk `fd` down through `comps`, each component opened with O_NOFOLLOW; consumes `fd`."""
     try:
-        for comp in sub:
+        for comp in comps:
             nfd = os.open(comp, O_DIR, dir_fd=fd)
             os.close(fd)
             fd = nfd
@@ -478,6 +472,11 @@ def _open_sub(root: str, sub: Sequence[str]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _open_sub(root: str, sub: Sequence[str]) -> int:
+    """An fd for root/sub..., each component opened with O_NOFOLLOW (scandir(fd) dups and closes it)."""
+    return _descend(os.open(root, O_ROOT), sub)
 
 
 def walk_layers(
@@ -508,10 +507,7 @@ def walk_layers(
                 if progress:
                     progress(total[0], done, len(layers))
 
-            parts[j.key].append(
-                walk_tree(j.path, xattr_prefix=j.xattr_prefix, mount_relpaths=j.mount_relpaths, top_n=j.top_n, sub=j.sub, names=j.names, count_root=j.count_root, tick=tick,
-                          absent_ok=j.absent_ok)
-            )
+            parts[j.key].append(_walk_job(j, tick))
             remaining[j.key] -= 1
             if remaining[j.key] == 0:
                 done_layers += 1
@@ -788,16 +784,7 @@ class _DirFdCache:
 
 def _open_sub_at(root_fd: int, comps: Sequence[str]) -> int:
     """An fd for the directory at `comps` under an open root, each component O_NOFOLLOW."""
-    fd = os.open(".", O_DIR, dir_fd=root_fd)
-    try:
-        for comp in comps:
-            nfd = os.open(comp, O_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    return _descend(os.open(".", O_DIR, dir_fd=root_fd), comps)
 
 
 # ---------------------------------------------------------------------------------------------
