@@ -30,7 +30,7 @@ def runtime_roots(roots: HostRoots) -> RuntimeRoots:
     ov = getattr(roots, "runtime_overrides", None)
     if not isinstance(ov, RootOverrides):
         ov = overrides_from_env()
-    return discover_roots(ov)
+    return discover_roots(ov, proc_root=getattr(roots, "proc_root", "/proc"))
 
 
 def overrides_from_env(env: dict[str, str] | None = None) -> RootOverrides | None:

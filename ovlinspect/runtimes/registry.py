@@ -16,12 +16,17 @@ class Loaded:
 
 def load_all(rr: Any) -> Loaded:
     """One adapter per data root found; a root that cannot be read at all becomes a Problem."""
-    from ovlinspect.runtimes.containerd import ContainerdRuntime
-    from ovlinspect.runtimes.docker import DockerRuntime
-    from ovlinspect.runtimes.podman import PodmanRuntime
+    import importlib
 
     out = Loaded(problems=list(rr.problems))
-    for cls, founds in ((DockerRuntime, rr.docker), (PodmanRuntime, rr.podman), (ContainerdRuntime, rr.containerd)):
+    for modname, clsname, founds in (
+        ("docker", "DockerRuntime", rr.docker),
+        ("podman", "PodmanRuntime", rr.podman),
+        ("containerd", "ContainerdRuntime", rr.containerd),
+    ):
+        if not founds:
+            continue  # an adapter is imported only for a runtime this host has (~10 ms each)
+        cls = getattr(importlib.import_module(f"ovlinspect.runtimes.{modname}"), clsname)
         for f in founds:
             try:
                 rt = cls(f)
