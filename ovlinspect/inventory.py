@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ovlinspect import hostfs
-from ovlinspect.analysis.mounts import assess_or_problem, is_overlay
+from ovlinspect.analysis.mounts import AssessMemo, assess_or_problem, is_overlay
 from ovlinspect.errors import Problem
 from ovlinspect.model import MountEntry, Namespace, OverlayMount
 from ovlinspect.mountinfo import parse_mountinfo
@@ -22,14 +22,16 @@ class MountInventory:
     namespaces: list[Namespace] = field(default_factory=list)
 
 
-def _collect(data: bytes, ns: Namespace | None, probe: hostfs.HostProbe, params: dict[str, str], inv: MountInventory) -> None:
+def _collect(
+    data: bytes, ns: Namespace | None, probe: hostfs.HostProbe, params: dict[str, str], inv: MountInventory, memo: AssessMemo
+) -> None:
     entries, problems = parse_mountinfo(data)
     inv.problems.extend(problems)
     inv.all_entries[ns.ns_id if ns else ""] = entries
     for e in entries:
         if not is_overlay(e):
             continue
-        m, prob = assess_or_problem(e, probe, params, ns)
+        m, prob = assess_or_problem(e, probe, params, ns, memo)
         if prob:
             inv.problems.append(prob)
         if m:
@@ -44,10 +46,11 @@ def collect_mounts(roots: hostfs.HostRoots, all_namespaces: bool = False, check_
     inv = MountInventory()
     params = hostfs.read_module_params(roots)
     probe = hostfs.HostProbe(enabled=(not roots.replay) if check_paths is None else check_paths)
+    memo = AssessMemo()
     if not all_namespaces or roots.replay:
         if all_namespaces:
             inv.problems.append(Problem("ignored", "--all-namespaces ignored when replaying a mountinfo file"))
-        _collect(hostfs.read_mountinfo(roots), None, probe, params, inv)
+        _collect(hostfs.read_mountinfo(roots), None, probe, params, inv, memo)
     else:
         scan = hostfs.scan_mount_namespaces(roots)
         inv.problems.extend(scan.problems)
@@ -55,11 +58,13 @@ def collect_mounts(roots: hostfs.HostRoots, all_namespaces: bool = False, check_
             data, pid, prob = hostfs.read_namespace_mountinfo(roots, pids)
             if data is None:
                 if prob:
-                    inv.problems.append(Problem(prob.kind, f"namespace {ns.ns_id}: every process vanished or was unreadable", prob.path))
+                    inv.problems.append(
+                        Problem(prob.kind, f"namespace {ns.ns_id}: every process vanished or was unreadable", prob.path)
+                    )
                 continue
             seen_ns = Namespace(ns.ns_id, pid, ns.comm if pid == ns.pid else None)
             inv.namespaces.append(seen_ns)
-            _collect(data, seen_ns, probe, params, inv)
+            _collect(data, seen_ns, probe, params, inv, memo)
     from ovlinspect.runtimes import attach_owners
 
     inv.mounts = attach_owners(inv.mounts, roots)

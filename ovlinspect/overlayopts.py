@@ -17,6 +17,7 @@ decoding, since the kernel escapes ',' inside values as \\054.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from ovlinspect.errors import InputError
@@ -60,6 +61,8 @@ def split_options(raw: str) -> list[str]:
 
 
 def _decode(value: str) -> str:
+    if "\\" not in value:
+        return value  # nothing octal-escaped: the common case
     return os.fsdecode(decode_octal(os.fsencode(value)))
 
 
@@ -131,6 +134,14 @@ def split_lowerdir(value: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return lowers, datas
 
 
+@functools.lru_cache(maxsize=4096)
+def _legacy_layers(value: str) -> tuple[tuple[LayerSpec, ...], tuple[LayerSpec, ...]]:
+    """split_lowerdir as LayerSpecs, memoised: on a busy host many mounts (the containers of one
+    image) print the very same lowerdir= string. Raises InputError (not cached) when malformed."""
+    lo, da = split_lowerdir(value)
+    return tuple(LayerSpec(LayerRole.LOWER, p, w) for w, p in lo), tuple(LayerSpec(LayerRole.DATA_ONLY, p, w) for w, p in da)
+
+
 def parse_overlay_options(raw: str) -> OverlaySpec:
     """Decode raw (still octal-escaped) overlay super options. Raises InputError when malformed."""
     lowers: list[LayerSpec] = []
@@ -161,9 +172,8 @@ def parse_overlay_options(raw: str) -> OverlaySpec:
         raise InputError("lowerdir= mixed with lowerdir+=/datadir+=", hint="the kernel refuses this mix")
     api = "new" if (lowers or datas) else "legacy"
     if legacy_lower is not None:
-        lo, da = split_lowerdir(legacy_lower)
-        lowers = [LayerSpec(LayerRole.LOWER, p, w) for w, p in lo]
-        datas = [LayerSpec(LayerRole.DATA_ONLY, p, w) for w, p in da]
+        lo_specs, da_specs = _legacy_layers(legacy_lower)
+        lowers, datas = list(lo_specs), list(da_specs)
     if not lowers:
         raise InputError("no lowerdir in overlay options", hint="an overlay needs at least one lower layer")
     upper = LayerSpec(LayerRole.UPPER, unescape_user(upper_val), upper_val) if upper_val is not None else None

@@ -97,6 +97,22 @@ def _bool_param(params: dict[str, str], name: str) -> bool | None:
     return v.strip().upper() in ("Y", "1", "ON")
 
 
+# the mount options effective_options() reads: its result depends on these (and the module params) only
+_EFFECTIVE_KEYS = (
+    "index",
+    "metacopy",
+    "nfs_export",
+    "xino",
+    "redirect_dir",
+    "userxattr",
+    "uuid",
+    "fsync",
+    "volatile",
+    "verity",
+    "ro",
+)
+
+
 def effective_options(options: dict[str, str | None], params: dict[str, str]) -> dict[str, EffectiveOption]:
     """Each feature's value, from the mount when printed, else the module/kernel default.
 
@@ -176,11 +192,23 @@ def state_words(mount: OverlayMount) -> list[str]:
     return words
 
 
+class AssessMemo:
+    """What mounts of one listing share, computed once (a busy host runs many containers of one
+    image: the same lowers, the same options). Only valid with one probe and one set of module
+    parameters, i.e. within one listing."""
+
+    def __init__(self) -> None:
+        self.layers: dict[tuple[object, ...], Layer] = {}
+        self.effective: dict[tuple[object, ...], dict[str, EffectiveOption]] = {}
+        self.page_size: int | None = None
+
+
 def assess_mount(
     entry: MountEntry,
     probe: Probe,
     module_params: dict[str, str],
     namespace: Namespace | None = None,
+    memo: AssessMemo | None = None,
 ) -> OverlayMount:
     """Decode and assess an overlay mount entry. Raises InputError if its options are malformed."""
     flags: list[HealthFlag] = []
@@ -195,30 +223,45 @@ def assess_mount(
         )
         return OverlayMount(entry, None, (), {}, tuple(flags), namespace)
     spec = parse_overlay_options(entry.super_options_raw)
-    eff = effective_options(spec.options, module_params)
+    memo = memo if memo is not None else AssessMemo()
+    ekey = tuple((k, spec.options.get(k)) for k in _EFFECTIVE_KEYS if k in spec.options)
+    cached_eff = memo.effective.get(ekey)
+    if cached_eff is None:
+        cached_eff = memo.effective[ekey] = effective_options(spec.options, module_params)
+    eff = dict(cached_eff)
     bases = _candidate_bases(entry, spec)
+    bases_key = tuple(b for b, _ in bases)
     layers: list[Layer] = []
     for idx, ls in enumerate(spec.layers):
-        path, resolved, exists, how = _resolve(ls, bases, probe)
-        layers.append(Layer(idx, ls.role, ls.written, path, resolved, exists, how))
-        if resolved and exists is not False:
+        p = ls.path
+        key = (idx, ls.role, ls.written, p) if p.startswith("/") else (idx, ls.role, ls.written, p, bases_key)
+        la = memo.layers.get(key)
+        if la is None:
+            path, resolved, exists, how = _resolve(ls, bases, probe)
+            la = memo.layers[key] = Layer(idx, ls.role, ls.written, path, resolved, exists, how)
+        layers.append(la)
+        if la.resolved and la.exists is not False:
             continue
         label = f"{ls.role.value} layer {idx} ({ls.path})"
-        if not resolved:
-            flags.append(HealthFlag("layer_unresolved", Severity.WARNING, f"{label}: {how}"))
+        if not la.resolved:
+            flags.append(HealthFlag("layer_unresolved", Severity.WARNING, f"{label}: {la.resolution}"))
         else:
             flags.append(
                 HealthFlag(
                     "layer_missing",
                     Severity.CRITICAL,
-                    f"{label} no longer exists at {path}: files from it may still be served from the kernel's cache, "
+                    f"{label} no longer exists at {la.path}: files from it may still be served from the kernel's cache, "
                     "but the mount cannot be recreated",
                 )
             )
     nlow = len(spec.lowerdirs) + len(spec.datadirs)
     if nlow >= KERNEL_MAX_LOWERS * NEAR_FRACTION:
         flags.append(
-            HealthFlag("lower_count_near_kernel_limit", Severity.WARNING, f"{nlow} lower layers: the kernel allows at most {KERNEL_MAX_LOWERS}")
+            HealthFlag(
+                "lower_count_near_kernel_limit",
+                Severity.WARNING,
+                f"{nlow} lower layers: the kernel allows at most {KERNEL_MAX_LOWERS}",
+            )
         )
     elif nlow + 1 >= DOCKER_MAX_DEPTH * NEAR_FRACTION:
         flags.append(
@@ -228,7 +271,9 @@ def assess_mount(
                 f"{nlow} lower layers: Docker refuses images deeper than {DOCKER_MAX_DEPTH} layers (squash or rebase the image)",
             )
         )
-    page = probe.page_size()
+    if memo.page_size is None:
+        memo.page_size = probe.page_size()
+    page = memo.page_size
     optlen = len(entry.super_options_raw.encode("utf-8", "surrogateescape"))
     if optlen >= page * NEAR_FRACTION:
         flags.append(
@@ -262,11 +307,17 @@ def assess_mount(
 
 
 def assess_or_problem(
-    entry: MountEntry, probe: Probe, module_params: dict[str, str], namespace: Namespace | None = None
+    entry: MountEntry,
+    probe: Probe,
+    module_params: dict[str, str],
+    namespace: Namespace | None = None,
+    memo: AssessMemo | None = None,
 ) -> tuple[OverlayMount | None, Problem | None]:
     """assess_mount, turning malformed options into a Problem that names the line and field."""
     try:
-        return assess_mount(entry, probe, module_params, namespace), None
+        return assess_mount(entry, probe, module_params, namespace, memo), None
     except InputError as exc:
         where = f"mountinfo line {entry.line_number}" if entry.line_number else f"mount {entry.mount_id}"
-        return None, Problem("malformed", f"{where}, field 11 (super options): {exc.message}", entry.mountpoint, entry.line_number)
+        return None, Problem(
+            "malformed", f"{where}, field 11 (super options): {exc.message}", entry.mountpoint, entry.line_number
+        )

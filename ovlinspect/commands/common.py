@@ -21,13 +21,17 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug; the message says how to get the traceb
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON (schema_version 1) on stdout.")]
 MountinfoOpt = Annotated[
     Optional[str],
-    typer.Option("--mountinfo", metavar="FILE", help="Replay a captured mountinfo file ('-' = stdin) instead of /proc/self/mountinfo."),
+    typer.Option(
+        "--mountinfo", metavar="FILE", help="Replay a captured mountinfo file ('-' = stdin) instead of /proc/self/mountinfo."
+    ),
 ]
 ProcRootOpt = Annotated[str, typer.Option("--proc-root", metavar="DIR", help="Read /proc from DIR.")]
 SysRootOpt = Annotated[str, typer.Option("--sys-root", metavar="DIR", help="Read /sys from DIR (module defaults, btrfs).")]
 AllNsOpt = Annotated[
     bool,
-    typer.Option("--all-namespaces", "-A", help="Also read every other mount namespace (one mountinfo per distinct /proc/<pid>/ns/mnt)."),
+    typer.Option(
+        "--all-namespaces", "-A", help="Also read every other mount namespace (one mountinfo per distinct /proc/<pid>/ns/mnt)."
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,7 +60,11 @@ def stderr_console() -> Any:
 def print_json(doc: dict[str, Any]) -> None:
     from ovlinspect.render.jsonout import dumps
 
-    sys.stdout.write(dumps(doc) + "\n")
+    write_json(dumps(doc))
+
+
+def write_json(serialised: str) -> None:
+    sys.stdout.write(serialised + "\n")
     sys.stdout.flush()
 
 

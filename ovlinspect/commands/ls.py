@@ -14,19 +14,27 @@ from ovlinspect.commands.common import (
     SysRootOpt,
     boundary,
     host_roots,
-    print_json,
     stdout_console,
     warn_problems,
+    write_json,
 )
 from ovlinspect.errors import EXIT_INCOMPLETE, EXIT_OK
 
 
 @boundary
 def ls(
-    long: Annotated[bool, typer.Option("--layers", "-l", help="Show each mount's layers: position, role, path as written, resolved path, existence.")] = False,
+    long: Annotated[
+        bool,
+        typer.Option(
+            "--layers", "-l", help="Show each mount's layers: position, role, path as written, resolved path, existence."
+        ),
+    ] = False,
     check_paths: Annotated[
         bool | None,
-        typer.Option("--check-paths/--no-check-paths", help="Check that layer dirs exist on this host (default: on, off when replaying --mountinfo)."),
+        typer.Option(
+            "--check-paths/--no-check-paths",
+            help="Check that layer dirs exist on this host (default: on, off when replaying --mountinfo).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
     all_namespaces: AllNsOpt = False,
@@ -43,9 +51,9 @@ def ls(
     roots = host_roots(mountinfo, proc_root, sys_root)
     inv = collect_mounts(roots, all_namespaces=all_namespaces, check_paths=check_paths)
     if json_out:
-        from ovlinspect.render.ls import inventory_doc
+        from ovlinspect.render.ls import inventory_json
 
-        print_json(inventory_doc(inv))
+        write_json(inventory_json(inv))
     else:
         from ovlinspect.render.ls import render_inventory
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from ovlinspect.analysis.mounts import state_words
-from ovlinspect.model import OverlayMount
-from ovlinspect.render.jsonout import display, problem_record, put_path, put_paths
+from ovlinspect.model import Layer, OverlayMount
+from ovlinspect.render.jsonout import SCHEMA_VERSION, display, problem_record, put_path, put_paths
 from ovlinspect.render.safe import text
 
 if TYPE_CHECKING:
@@ -38,7 +39,17 @@ def owner_label(m: OverlayMount) -> str:
     return f"{o.runtime}:{who}{img}"
 
 
-def mount_record(m: OverlayMount) -> dict[str, Any]:
+def layer_record(la: Layer) -> dict[str, Any]:
+    lr: dict[str, Any] = {"index": la.index, "role": la.role.value}
+    put_path(lr, "written", la.written)
+    put_path(lr, "path", la.path)
+    lr.update({"resolved": la.resolved, "exists": la.exists, "resolution": display(la.resolution)})
+    lr["identity"] = dict(la.identity)
+    return lr
+
+
+def mount_record(m: OverlayMount, layers: bool = True) -> dict[str, Any]:
+    """One mount's `ls --json` record; `layers` (the per-layer records) comes last."""
     e = m.entry
     rec: dict[str, Any] = {"mount_id": e.mount_id, "parent_id": e.parent_id, "device": f"{e.major}:{e.minor}"}
     put_path(rec, "mountpoint", e.mountpoint)
@@ -47,9 +58,7 @@ def mount_record(m: OverlayMount) -> dict[str, Any]:
     rec["source"] = display(e.source)
     rec["mount_options"] = display(e.mount_options)
     rec["optional_fields"] = [display(f) for f in e.optional_fields]
-    rec["namespace"] = (
-        {"id": m.namespace.ns_id, "pid": m.namespace.pid, "comm": m.namespace.comm} if m.namespace else None
-    )
+    rec["namespace"] = {"id": m.namespace.ns_id, "pid": m.namespace.pid, "comm": m.namespace.comm} if m.namespace else None
     up = m.upper
     put_path(rec, "upperdir", up.path if up else None)
     spec = m.spec
@@ -60,19 +69,12 @@ def mount_record(m: OverlayMount) -> dict[str, Any]:
     rec["options"] = {display(k): (display(v) if v is not None else None) for k, v in (spec.options.items() if spec else [])}
     rec["effective"] = {k: v.value for k, v in m.effective.items()}
     rec["effective_source"] = {k: v.source for k, v in m.effective.items()}
-    layers = []
-    for la in m.layers:
-        lr: dict[str, Any] = {"index": la.index, "role": la.role.value}
-        put_path(lr, "written", la.written)
-        put_path(lr, "path", la.path)
-        lr.update({"resolved": la.resolved, "exists": la.exists, "resolution": display(la.resolution)})
-        lr["identity"] = dict(la.identity)
-        layers.append(lr)
-    rec["layers"] = layers
     rec["state"] = state_words(m)
     rec["flags"] = [{"id": f.id, "severity": f.severity.value, "message": display(f.message)} for f in m.flags]
     rec["owner"] = owner_record(m)
     rec["problems"] = [problem_record(p) for p in m.problems]
+    if layers:
+        rec["layers"] = [layer_record(la) for la in m.layers]
     return rec
 
 
@@ -82,6 +84,32 @@ def inventory_doc(inv: MountInventory) -> dict[str, Any]:
         "namespaces": [{"id": n.ns_id, "pid": n.pid, "comm": n.comm} for n in inv.namespaces],
         "problems": [problem_record(p) for p in inv.problems],
     }
+
+
+def inventory_json(inv: MountInventory) -> str:
+    """`dumps(inventory_doc(inv))`, built faster: each distinct layer's record is encoded once and
+    spliced into every mount that has it (the containers of one image share their lowers, and
+    the assessment shares their Layer objects). Equal to the slow form, key order included
+    (tests/test_ls_json_fast.py)."""
+    enc = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps' defaults, as jsonout.dumps uses
+    encoded: dict[int, str] = {}  # id(Layer) -> its record; the Layers live in `inv` meanwhile
+    mounts = []
+    for m in inv.mounts:
+        frags = []
+        for la in m.layers:
+            f = encoded.get(id(la))
+            if f is None:
+                f = encoded[id(la)] = enc(layer_record(la))
+            frags.append(f)
+        body = enc(mount_record(m, layers=False))
+        mounts.append(body[:-1] + ', "layers": [' + ", ".join(frags) + "]}")
+    rest = enc(
+        {
+            "namespaces": [{"id": n.ns_id, "pid": n.pid, "comm": n.comm} for n in inv.namespaces],
+            "problems": [problem_record(p) for p in inv.problems],
+        }
+    )
+    return f'{{"schema_version": {SCHEMA_VERSION}, "mounts": [' + ", ".join(mounts) + "], " + rest[1:]
 
 
 _SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
