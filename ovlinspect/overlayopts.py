@@ -172,10 +172,11 @@ def parse_overlay_options(raw: str) -> OverlaySpec:
         raise InputError("lowerdir= mixed with lowerdir+=/datadir+=", hint="the kernel refuses this mix")
     api = "new" if (lowers or datas) else "legacy"
     if legacy_lower is not None:
-        lo_specs, da_specs = _legacy_layers(legacy_lower)
-        lowers, datas = list(lo_specs), list(da_specs)
-    if not lowers:
+        lo_t, da_t = _legacy_layers(legacy_lower)  # the same tuples for the same string (shared)
+    else:
+        lo_t, da_t = tuple(lowers), tuple(datas)
+    if not lo_t:
         raise InputError("no lowerdir in overlay options", hint="an overlay needs at least one lower layer")
     upper = LayerSpec(LayerRole.UPPER, unescape_user(upper_val), upper_val) if upper_val is not None else None
     work = unescape_user(work_val) if work_val is not None else None
-    return OverlaySpec(tuple(lowers), tuple(datas), upper, work, options, api)
+    return OverlaySpec(lo_t, da_t, upper, work, options, api)

@@ -43,8 +43,8 @@ def test_spliced_json_equals_plain_json_on_real_mounts(tmp_path: Path) -> None:
         d.mkdir()
     mps = []
     for i in range(4):
-        for d in ("u", "w", "m"):
-            (tmp_path / f"{d}{i}").mkdir()
+        for kind in ("u", "w", "m"):
+            (tmp_path / f"{kind}{i}").mkdir()
         mount_legacy(str(tmp_path / f"m{i}"), [str(d) for d in lowers], str(tmp_path / f"u{i}"), str(tmp_path / f"w{i}"))
         mps.append(str(tmp_path / f"m{i}"))
     try:

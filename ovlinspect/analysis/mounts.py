@@ -6,6 +6,7 @@ Pure: the filesystem is reached only through the `Probe` protocol (exists/realpa
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Protocol
 
 from ovlinspect.errors import InputError, Problem
@@ -200,7 +201,53 @@ class AssessMemo:
     def __init__(self) -> None:
         self.layers: dict[tuple[object, ...], Layer] = {}
         self.effective: dict[tuple[object, ...], dict[str, EffectiveOption]] = {}
+        # (id(lowerdirs), id(datadirs), first index) -> (lowerdirs, datadirs, layers, flags); the
+        # spec tuples are kept so that their ids stay theirs while the memo lives
+        self.chains: dict[tuple[int, int, int], tuple[object, object, tuple[Layer, ...], tuple[HealthFlag, ...]]] = {}
         self.page_size: int | None = None
+
+
+def _assess_layers(
+    specs: tuple[LayerSpec, ...],
+    first_index: int,
+    bases: Callable[[], tuple[list[tuple[str, str]], tuple[str, ...]]],
+    probe: Probe,
+    memo: AssessMemo,
+    out: list[Layer],
+    flags: list[HealthFlag],
+) -> bool:
+    """Resolve `specs` (chain positions from first_index) into `out`, flagging missing and
+    unresolvable layers into `flags`. Returns whether every path was absolute."""
+    absolute = True
+    for idx, ls in enumerate(specs, first_index):
+        p = ls.path
+        if p.startswith("/"):
+            key: tuple[object, ...] = (idx, ls.role, ls.written, p)
+            cands: list[tuple[str, str]] = []  # an absolute path needs no base
+        else:
+            absolute = False
+            cands, bkey = bases()
+            key = (idx, ls.role, ls.written, p, bkey)
+        la = memo.layers.get(key)
+        if la is None:
+            path, resolved, exists, how = _resolve(ls, cands, probe)
+            la = memo.layers[key] = Layer(idx, ls.role, ls.written, path, resolved, exists, how)
+        out.append(la)
+        if la.resolved and la.exists is not False:
+            continue
+        label = f"{ls.role.value} layer {idx} ({ls.path})"
+        if not la.resolved:
+            flags.append(HealthFlag("layer_unresolved", Severity.WARNING, f"{label}: {la.resolution}"))
+        else:
+            flags.append(
+                HealthFlag(
+                    "layer_missing",
+                    Severity.CRITICAL,
+                    f"{label} no longer exists at {la.path}: files from it may still be served from the kernel's cache, "
+                    "but the mount cannot be recreated",
+                )
+            )
+    return absolute
 
 
 def assess_mount(
@@ -229,31 +276,34 @@ def assess_mount(
     if cached_eff is None:
         cached_eff = memo.effective[ekey] = effective_options(spec.options, module_params)
     eff = dict(cached_eff)
-    bases = _candidate_bases(entry, spec)
-    bases_key = tuple(b for b, _ in bases)
+    lazy: list[tuple[list[tuple[str, str]], tuple[str, ...]]] = []
+
+    def bases() -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+        """The candidate bases for relative paths (and their key), computed only if one is met."""
+        if not lazy:
+            b = _candidate_bases(entry, spec)
+            lazy.append((b, tuple(x for x, _ in b)))
+        return lazy[0]
+
     layers: list[Layer] = []
-    for idx, ls in enumerate(spec.layers):
-        p = ls.path
-        key = (idx, ls.role, ls.written, p) if p.startswith("/") else (idx, ls.role, ls.written, p, bases_key)
-        la = memo.layers.get(key)
-        if la is None:
-            path, resolved, exists, how = _resolve(ls, bases, probe)
-            la = memo.layers[key] = Layer(idx, ls.role, ls.written, path, resolved, exists, how)
-        layers.append(la)
-        if la.resolved and la.exists is not False:
-            continue
-        label = f"{ls.role.value} layer {idx} ({ls.path})"
-        if not la.resolved:
-            flags.append(HealthFlag("layer_unresolved", Severity.WARNING, f"{label}: {la.resolution}"))
-        else:
-            flags.append(
-                HealthFlag(
-                    "layer_missing",
-                    Severity.CRITICAL,
-                    f"{label} no longer exists at {la.path}: files from it may still be served from the kernel's cache, "
-                    "but the mount cannot be recreated",
-                )
-            )
+    if spec.upperdir is not None:
+        _assess_layers((spec.upperdir,), 0, bases, probe, memo, layers, flags)
+    # the lower chain: mounts that print the same lowerdir= string share the very same LayerSpec
+    # tuples (overlayopts memoises the split), so an all-absolute chain is assessed once per listing
+    offset = len(layers)
+    ck = (id(spec.lowerdirs), id(spec.datadirs), offset)
+    hit = memo.chains.get(ck)
+    if hit is not None and hit[0] is spec.lowerdirs and hit[1] is spec.datadirs:
+        layers.extend(hit[2])
+        flags.extend(hit[3])
+    else:
+        chain: list[Layer] = []
+        chain_flags: list[HealthFlag] = []
+        absolute = _assess_layers(spec.lowerdirs + spec.datadirs, offset, bases, probe, memo, chain, chain_flags)
+        if absolute:  # a relative chain resolves against this mount's own bases: not shared
+            memo.chains[ck] = (spec.lowerdirs, spec.datadirs, tuple(chain), tuple(chain_flags))
+        layers.extend(chain)
+        flags.extend(chain_flags)
     nlow = len(spec.lowerdirs) + len(spec.datadirs)
     if nlow >= KERNEL_MAX_LOWERS * NEAR_FRACTION:
         flags.append(
@@ -286,7 +336,8 @@ def assess_mount(
         )
     wpath: str | None = None
     if spec.workdir:
-        wpath, wres, _, _ = _resolve(LayerSpec(LayerRole.UPPER, spec.workdir, spec.workdir), bases, probe)
+        wbases = [] if spec.workdir.startswith("/") else bases()[0]
+        wpath, wres, _, _ = _resolve(LayerSpec(LayerRole.UPPER, spec.workdir, spec.workdir), wbases, probe)
         marker = posixpath.join(wpath, "work", "incompat", "volatile")
         if wres and probe.exists(marker):
             vol = eff["fsync"].value == "volatile"
