@@ -20,9 +20,10 @@ from ovl import mount_legacy, umount
 from ovlinspect.analysis.mounts import _EFFECTIVE_KEYS, AssessMemo, assess_mount, effective_options
 from ovlinspect.hostfs import HostProbe, HostRoots
 from ovlinspect.inventory import collect_mounts
+from ovlinspect.model import Layer, LayerRole
 from ovlinspect.mountinfo import parse_mountinfo
 from ovlinspect.render.jsonout import dumps
-from ovlinspect.render.ls import inventory_doc, inventory_json
+from ovlinspect.render.ls import inventory_doc, inventory_json, layer_record, layer_record_general
 
 
 def test_spliced_json_equals_plain_json_for_every_sample(samples: str) -> None:
@@ -125,3 +126,16 @@ def test_effective_options_depend_only_on_the_memo_key(options: dict[str, str | 
     # AssessMemo keys effective options on the _EFFECTIVE_KEYS options alone: nothing else may matter
     only = {k: v for k, v in options.items() if k in _EFFECTIVE_KEYS}
     assert effective_options(options, params) == effective_options(only, params)
+
+
+_NAMES = st.one_of(
+    st.text(max_size=12),
+    st.binary(max_size=12).map(os.fsdecode),  # non-UTF-8 bytes, surrogate-escaped
+)
+
+
+@given(st.integers(0, 600), st.sampled_from(list(LayerRole)), _NAMES, _NAMES, st.booleans(), st.sampled_from([True, False, None]), _NAMES)
+def test_layer_record_fast_path_equals_general(index, role, written, path, resolved, exists, how) -> None:  # type: ignore[no-untyped-def]
+    la = Layer(index, role, written, path, resolved, exists, how, {"cache-id": "x"})
+    fast, general = layer_record(la), layer_record_general(la)
+    assert fast == general and list(fast) == list(general)

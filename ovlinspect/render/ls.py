@@ -40,6 +40,23 @@ def owner_label(m: OverlayMount) -> str:
 
 
 def layer_record(la: Layer) -> dict[str, Any]:
+    w, p, how = la.written, la.path, la.resolution
+    if w.isascii() and p.isascii() and how.isascii():  # the common case, without the per-field helpers
+        return {
+            "index": la.index,
+            "role": la.role._value_,
+            "written": w,
+            "path": p,
+            "resolved": la.resolved,
+            "exists": la.exists,
+            "resolution": how,
+            "identity": dict(la.identity),
+        }
+    return layer_record_general(la)
+
+
+def layer_record_general(la: Layer) -> dict[str, Any]:
+    """layer_record for any names (non-UTF-8 ones get their `_b64` twins); the same keys in the same order."""
     lr: dict[str, Any] = {"index": la.index, "role": la.role.value}
     put_path(lr, "written", la.written)
     put_path(lr, "path", la.path)
