@@ -137,3 +137,30 @@ def test_fuse_overlayfs_and_fd_paths_flagged(tmp_path) -> None:
     assert [x["id"] for x in fuse["flags"]] == ["fuse_overlayfs"] and "not shown in mountinfo" in fuse["flags"][0]["message"]
     assert {x["id"] for x in fds["flags"]} == {"layer_unresolved"}
     assert all(not la["resolved"] and "file descriptor" in la["resolution"] for la in fds["layers"])
+
+
+def _big_mountinfo(path: str, n: int = 2000) -> None:
+    lower = ":".join(f"/var/lib/x/l/L{j:02d}" for j in range(20))
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(f"{100 + i} 1 0:{50 + i} / /m/{i} rw - overlay overlay rw,lowerdir={lower},upperdir=/u/{i},workdir=/w/{i}\n")
+
+
+def test_console_script_json_whole_and_to_a_closed_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The installed console script (cli.main: its own exit path) writes all of a multi-megabyte
+    document, and a reader that leaves early gets exit 141 and silence, not a truncated 0."""
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "ovlinspect")
+    mi = str(tmp_path / "mountinfo")
+    _big_mountinfo(mi)
+    whole = subprocess.run([exe, "ls", "--json", "--mountinfo", mi], capture_output=True)
+    assert whole.returncode == 0, whole.stderr
+    assert len(whole.stdout) > 1 << 20 and len(json.loads(whole.stdout)["mounts"]) == 2000
+    p = subprocess.Popen([exe, "ls", "--json", "--mountinfo", mi], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.read(10) == b'{"schema_v'
+    p.stdout.close()
+    assert p.wait(timeout=60) == 141
+    assert p.stderr.read() == b""

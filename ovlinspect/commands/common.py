@@ -64,8 +64,24 @@ def print_json(doc: dict[str, Any]) -> None:
 
 
 def write_json(serialised: str) -> None:
-    sys.stdout.write(serialised + "\n")
-    sys.stdout.flush()
+    """Write a JSON document and a newline to stdout, as UTF-8.
+
+    Straight to the file descriptor: CPython's buffered writer, handed megabytes for a pipe whose
+    reader exits (`| head -c 100`), returns after the first partial write and drops the rest
+    without an error (seen on 3.11), so the closed pipe would go unnoticed and the exit status be
+    0. os.write reports it (BrokenPipeError -> exit 141, see `boundary`)."""
+    data = (serialised + "\n").encode("utf-8", "replace")
+    out = sys.stdout
+    out.flush()
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (CliRunner, io.StringIO)
+        out.write(data.decode("utf-8"))
+        out.flush()
+        return
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def warn_problems(problems: list[Any], limit: int = 20) -> None:
