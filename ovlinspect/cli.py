@@ -80,4 +80,27 @@ def _root(
 
 
 def main() -> None:
-    app(prog_name="ovlinspect")
+    """The console script. A short-lived process that builds large, acyclic structures (`ls` of
+    1000 mounts makes ~100k objects): the cyclic GC runs rarely (and never over the imports), and
+    once the output is flushed the process ends without freeing its objects one by one. Together
+    ~15% of `ls --json` on 1000 mounts (scripts/bench_ls.py)."""
+    import gc
+    import os
+    import sys
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        app(prog_name="ovlinspect")
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or a closed stream: nothing left to say
+            pass
+    os._exit(code or 0)
