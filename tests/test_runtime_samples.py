@@ -116,6 +116,26 @@ def test_docker_owner_and_identities_from_sample(samples: str, docker_root: str)
     assert [i["diff-id"] for i in ids[2:]] == list(reversed(derived["rootfs"]["diff_ids"]))
 
 
+def test_docker_named_layers_stay_shared_between_mounts(samples: str, docker_root: str) -> None:
+    # the same image's lowers in two mounts of one listing: named once, still one Layer object each
+    from ovlinspect.analysis.mounts import AssessMemo, assess_mount
+    from ovlinspect.hostfs import HostProbe
+
+    rt = DockerRuntime(_found(docker_root))
+    line = _reroot(open(os.path.join(samples, "docker", "host-mountinfo-overlay-line.txt")).read(), "/var/lib/docker", docker_root)
+    entry = parse_mountinfo(line.encode())[0][0]
+    probe, memo = HostProbe(), AssessMemo()
+    m1 = assess_mount(entry, probe, {}, memo=memo)
+    m2 = assess_mount(entry, probe, {}, memo=memo)
+    c1, c2 = rt.claim_mount(m1), rt.claim_mount(m2)
+    assert c1 is not None and c2 is not None
+    assert all(a is b for a, b in zip(c1.layers, c2.layers, strict=True))
+    assert all(la.identity for la in c1.layers)
+    # and naming is what it is without the sharing
+    fresh = DockerRuntime(_found(docker_root)).claim_mount(assess_mount(entry, HostProbe(), {}))
+    assert fresh is not None and fresh.layers == c1.layers
+
+
 def test_docker_stopped_container_stack_and_notes(samples: str, docker_root: str) -> None:
     roots = HostRoots(mountinfo_file=os.devnull, runtime_overrides=RootOverrides(docker=(docker_root,)))
     st = stack_for_named(roots, container="ovl-created")

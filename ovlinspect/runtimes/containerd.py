@@ -26,6 +26,7 @@ from ovlinspect.errors import NotFoundError, Problem
 from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
 from ovlinspect.runtimes.bbolt import BoltDB, BoltError, uvarint
 from ovlinspect.runtimes.docker import _clean_created_by, chain_ids
+from ovlinspect.runtimes.registry import IdentityMemo
 
 SNAPSHOTTER = "overlayfs"
 SNAP_DIR = "io.containerd.snapshotter.v1.overlayfs"
@@ -51,7 +52,7 @@ class Snapshot:
         return parts[2] if len(parts) == 3 else self.name
 
 
-class ContainerdRuntime:
+class ContainerdRuntime(IdentityMemo):
     name = "containerd"
 
     def __init__(self, found: Any):
@@ -148,7 +149,7 @@ class ContainerdRuntime:
         img = c.get("image")
         return Owner("containerd", cid, cid, img, self.images.get((ns, img or "")), {"namespace": ns, "root": self.root, "snapshot-key": c.get("snapshotKey", "")})
 
-    def _with_identity(self, la: Layer) -> Layer:
+    def _identify(self, la: Layer) -> Layer:
         sid = self.id_of(la.path)
         return la if sid is None else dc_replace(la, identity={**la.identity, **self.identity(sid)})
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from ovlinspect.errors import NotFoundError, Problem, problem_from_oserror
 from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
+from ovlinspect.runtimes.registry import IdentityMemo
 
 DRIVER = "overlay2"
 LINK_DIR = "l"  # overlay2.go linkDir
@@ -368,7 +369,7 @@ def find_image(state: DockerState, ref_or_id: str) -> DockerImage | None:
 # --- the adapter the registry uses -------------------------------------------------------------
 
 
-class DockerRuntime:
+class DockerRuntime(IdentityMemo):
     """One Docker data root: owners of mounts, stacks by name, layer dirs, orphan facts."""
 
     name = "docker"
@@ -452,7 +453,7 @@ class DockerRuntime:
         owner = self.owner_of(ref) if ref else Owner("docker", details={"data-root": self.root, "mount-id": mid, "note": "no container records this mount-id"})
         return dc_replace(m, owner=owner, layers=layers)
 
-    def _with_identity(self, la: Layer) -> Layer:
+    def _identify(self, la: Layer) -> Layer:
         cid = self.cache_id_of(la.path) or self.cache_id_of(la.written)
         if cid is None:
             return la

@@ -23,6 +23,7 @@ from typing import Any
 from ovlinspect.errors import NotFoundError, Problem, problem_from_oserror
 from ovlinspect.model import Layer, LayerRole, LayerStack, OverlayMount, Owner
 from ovlinspect.runtimes.docker import _clean_created_by, _through_link, link_target_id, read_links, resolve_lower_ids
+from ovlinspect.runtimes.registry import IdentityMemo
 
 DRIVER = "overlay"
 # overlay.go: linkDir "l", the ".has-mount-program" marker, "staging"/"tempdirs" scratch, and the
@@ -110,7 +111,7 @@ def image_config(root: str, image_id: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-class PodmanRuntime:
+class PodmanRuntime(IdentityMemo):
     name = "podman"
 
     def __init__(self, found: Any):
@@ -159,7 +160,7 @@ class PodmanRuntime:
         name = names[0] if names else (meta.get("name") if isinstance(meta.get("name"), str) else None)
         return Owner("podman", c["id"], name, ref, c.get("image"), details)
 
-    def _with_identity(self, la: Layer) -> Layer:
+    def _identify(self, la: Layer) -> Layer:
         lid = self.layer_id_of(la.path) or self.layer_id_of(la.written)
         return la if lid is None else dc_replace(la, identity={**la.identity, **self.identity(lid)}, **_through_link(la, self.home, lid))
 

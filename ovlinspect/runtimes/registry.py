@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovlinspect.errors import Problem
+from ovlinspect.model import Layer
 
 
 @dataclass
@@ -38,3 +39,24 @@ def load_all(rr: Any) -> Loaded:
             out.runtimes.append(rt)
             out.problems.extend(rt.problems)
     return out
+
+
+class IdentityMemo:
+    """Runtime adapters' `_with_identity(layer)`, memoised per Layer object: the containers of one
+    image share their lower Layers (analysis.mounts.AssessMemo), and keep sharing them once the
+    runtime has named them, so `ls` names each layer once and encodes its record once. An adapter
+    implements `_identify(layer) -> Layer`."""
+
+    _identity_memo: dict[int, tuple[Layer, Layer]]
+
+    def _identify(self, la: Layer) -> Layer:
+        raise NotImplementedError
+
+    def _with_identity(self, la: Layer) -> Layer:
+        memo = self.__dict__.setdefault("_identity_memo", {})
+        hit = memo.get(id(la))
+        if hit is not None and hit[0] is la:  # the input is kept, so its id stays its own
+            return hit[1]
+        out = self._identify(la)
+        memo[id(la)] = (la, out)
+        return out
