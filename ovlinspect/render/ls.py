@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ovlinspect.inventory import MountInventory
+    from ovlinspect.render.columns import Cell
 
 
 def owner_record(m: OverlayMount) -> dict[str, Any] | None:
@@ -154,38 +155,34 @@ _SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 
 def render_inventory(inv: MountInventory, console: Console, long: bool = False, show_ns: bool = False) -> None:
-    from rich.table import Table
+    from ovlinspect.render.columns import Column, print_columns
 
     if not inv.mounts:
         console.print(text("no overlay mounts found"))
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", justify="right")
+    cols = [Column("ID", "right")]
     if show_ns:
-        table.add_column("NAMESPACE (PID)")
-    table.add_column("MOUNTPOINT", overflow="fold")
-    table.add_column("OWNER", overflow="fold")
-    table.add_column("LOWERS", justify="right")
-    table.add_column("UPPER", overflow="fold")
-    table.add_column("STATE")
-    table.add_column("FLAGS")
+        cols.append(Column("NAMESPACE (PID)"))
+    cols += [Column("MOUNTPOINT", fold=True), Column("OWNER", fold=True), Column("LOWERS", "right"), Column("UPPER", fold=True)]
+    cols += [Column("STATE"), Column("FLAGS")]
+    rows = []
     for m in inv.mounts:
-        row = [text(m.entry.mount_id)]
+        row: list[Cell] = [str(m.entry.mount_id)]
         if show_ns:
             ns = m.namespace
-            row.append(text(f"{ns.ns_id} ({ns.pid})" if ns else "-"))
+            row.append(f"{ns.ns_id} ({ns.pid})" if ns else "-")
         up = m.upper
         worst = max((f.severity.value for f in m.flags), key=["info", "warning", "critical"].index, default=None)
         row += [
-            text(m.entry.mountpoint),
-            text(owner_label(m)),
-            text(len(m.lowers) if m.spec else "?"),
-            text(up.path if up else "-"),
-            text(",".join(state_words(m)) or "-"),
-            text(",".join(f.id for f in m.flags) or "ok", style=_SEV_STYLE.get(worst or "", "green")),
+            m.entry.mountpoint,
+            owner_label(m),
+            str(len(m.lowers)) if m.spec else "?",
+            up.path if up else "-",
+            ",".join(state_words(m)) or "-",
+            (",".join(f.id for f in m.flags) or "ok", _SEV_STYLE.get(worst or "", "green")),
         ]
-        table.add_row(*row)
-    console.print(table)
+        rows.append(row)
+    print_columns(console, cols, rows)
     if long:
         for m in inv.mounts:
             _render_layers(m, console)
@@ -200,25 +197,26 @@ def render_inventory(inv: MountInventory, console: Console, long: bool = False, 
 
 
 def _render_layers(m: OverlayMount, console: Console) -> None:
-    from rich.table import Table
+    from ovlinspect.render.columns import Column, print_columns
 
     console.print()
     console.print(text(f"mount {m.entry.mount_id} {m.entry.mountpoint}", style="bold"))
     if m.spec is None:
         console.print(text("  layers not shown in mountinfo (fuse-overlayfs)"))
         return
-    t = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("POS", "ROLE", "WRITTEN", "RESOLVED", "EXISTS"):
-        t.add_column(col, overflow="fold")
+    cols = [Column("POS"), Column("ROLE"), Column("WRITTEN", fold=True), Column("RESOLVED", fold=True), Column("EXISTS")]
+    rows: list[list[Cell]] = []
     for la in m.layers:
         ex = {True: "yes", False: "MISSING", None: "?"}[la.exists]
-        t.add_row(
-            text(la.index),
-            text(la.role.value),
-            text(la.written),
-            text(la.path if la.resolved else f"(unresolved) {la.resolution}"),
-            text(ex, style="bold red" if la.exists is False else ""),
+        rows.append(
+            [
+                str(la.index),
+                la.role.value,
+                la.written,
+                la.path if la.resolved else f"(unresolved) {la.resolution}",
+                (ex, "bold red" if la.exists is False else ""),
+            ]
         )
-    console.print(t)
+    print_columns(console, cols, rows)
     eff = ", ".join(f"{k}={v.value}" + ("" if v.source == "mount" else "*") for k, v in m.effective.items())
     console.print(text(f"  effective: {eff}   (* = default, not in mountinfo)"))
