@@ -23,6 +23,7 @@ from ovlinspect.render.safe import escape_untrusted
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 FOLD_MIN = 12
 GAP = "  "
@@ -115,15 +116,30 @@ def layout(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int
     return lines
 
 
+def plain_console(console: Console) -> bool:
+    """Whether this console shows no styles (not a terminal, or NO_COLOR): lines can be written as they are."""
+    return console.color_system is None or console.no_color
+
+
+def emit_line(console: Console, line: Text) -> None:
+    """Print one line of a streamed listing. Without styles it is written as it is (a console.print
+    costs ~0.3 ms a line, and rewraps lines longer than the console's width, which a pipe does not
+    want); on a terminal, rich prints it."""
+    if plain_console(console):
+        console.file.write(line.plain + "\n")
+    else:
+        console.print(line)
+
+
 def print_columns(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], indent: str = "") -> None:
     """Lay the table out for this console's width and print it."""
     lines = layout(columns, rows, max(20, console.width - len(indent)))
-    if console.color_system is None or console.no_color:
+    if plain_console(console):
         console.file.write("".join(indent + "".join(t for t, _ in ln) + "\n" for ln in lines))
         return
-    from rich.text import Text
+    from rich.text import Text as RichText
 
-    out = Text(no_wrap=True, overflow="ignore", end="")
+    out = RichText(no_wrap=True, overflow="ignore", end="")
     for ln in lines:
         out.append(indent)
         for t, st in ln:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ovlinspect.render.columns import emit_line
 from ovlinspect.render.jsonout import display, put_path
 from ovlinspect.render.safe import text
 
@@ -31,4 +32,4 @@ def render_change(console: Console, c: Change) -> None:
     t = text(f"{LETTER[c.change]} ", style=style + " bold")
     t.append_text(text("/" + "/".join(c.path)))
     t.append_text(text(f"  [{c.how}]" + (f" {c.detail}" if c.detail else ""), style="dim"))
-    console.print(t)
+    emit_line(console, t)

@@ -125,6 +125,7 @@ def render_tree(console: Console, stack: LayerStack, root_label: str, items: Ite
     from rich.tree import Tree
 
     from ovlinspect.analysis.merged import TreeError
+    from ovlinspect.render.columns import emit_line
 
     console.print(text(f"{stack.label}: merged view of {root_label}", style="bold"))
     buf: list[TreeItem | TreeError] = []
@@ -151,13 +152,13 @@ def render_tree(console: Console, stack: LayerStack, root_label: str, items: Ite
         if base is None:
             base = len(it.path) - 1
         if streaming:
-            console.print(Text("  " * (len(it.path) - base - 1)) + line(it, base))
+            emit_line(console, Text("  " * (len(it.path) - base - 1)) + line(it, base))
             continue
         buf.append(it)
         if len(buf) > RICH_TREE_LIMIT:
             streaming = True
             for b in buf:
-                console.print(Text("  " * (len(b.path) - base - 1)) + line(b, base))
+                emit_line(console, Text("  " * (len(b.path) - base - 1)) + line(b, base))
             buf = []
     if not streaming:
         tree = Tree(text(root_label, style="bold"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ovlinspect.render.columns import emit_line
 from ovlinspect.render.jsonout import display, put_path
 from ovlinspect.render.safe import text
 from ovlinspect.render.tree import layer_label
@@ -35,11 +36,11 @@ def render_marker(console: Console, stack: LayerStack, m: Marker) -> None:
     t.append_text(text("/" + "/".join(m.path)))
     if m.value and m.marker not in ("whiteout", "xattr_whiteout"):
         t.append_text(text(f"  = {m.value}", style="cyan"))
-    console.print(t)
+    emit_line(console, t)
 
 
 def render_finding(console: Console, f: Finding) -> None:
     style = {"info": "blue", "warning": "yellow", "critical": "red"}[f.severity.value]
     t = text(f"  {f.severity.value}: {f.id}: ", style=style)
     t.append_text(text(f.message))
-    console.print(t)
+    emit_line(console, t)
