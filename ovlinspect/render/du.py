@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from ovlinspect.analysis.usage import DuReport, LayerRow
     from ovlinspect.model import ShadowUsage, TreeUsage
+    from ovlinspect.render.columns import Cell
 
 _USAGE_KEYS = ("apparent_bytes", "allocated_bytes", "files", "dirs", "symlinks", "whiteouts", "opaque_dirs", "other", "inodes", "skipped_mounts")
 _SHADOW_KEYS = (
@@ -117,7 +118,7 @@ def human(n: int | None, exact: bool = False) -> str:
 
 def render_du(report: DuReport, console: Console, per_layer: bool, exact: bool = False) -> None:
     """Per-layer table (with --per-layer), then one line per target, then totals."""
-    from rich.table import Table
+    from ovlinspect.render.columns import Column, print_columns
 
     if not report.targets:
         console.print(text("no overlay layers found"))
@@ -125,29 +126,25 @@ def render_du(report: DuReport, console: Console, per_layer: bool, exact: bool =
 
     if per_layer:
         shadows = any(r.shadow is not None for r in report.layers)
-        tbl = Table(box=None, pad_edge=False, show_edge=False)
-        for col, just in (
-            ("#", "right"), ("ROLE", "left"), ("APPARENT", "right"), ("ALLOCATED", "right"), ("FILES", "right"), ("DIRS", "right"),
-            ("LINKS", "right"), ("WH", "right"), ("OPQ", "right"), ("INODES", "right"), ("SHARED", "right"),
-        ):
-            tbl.add_column(col, justify=just)  # type: ignore[arg-type]
+        cols = [Column("#", "right"), Column("ROLE")]
+        cols += [Column(c, "right") for c in ("APPARENT", "ALLOCATED", "FILES", "DIRS", "LINKS", "WH", "OPQ", "INODES", "SHARED")]
         if shadows:
-            tbl.add_column("HIDDEN", justify="right")
-            tbl.add_column("COPY-UP", justify="right")
-        tbl.add_column("PATH", overflow="fold")
+            cols += [Column("HIDDEN", "right"), Column("COPY-UP", "right")]
+        cols.append(Column("PATH", fold=True))
+        rows: list[list[Cell]] = []
         for r in report.layers:
             u = r.usage
-            cells = [
-                text(r.index), text(r.role.value), text(human(u.apparent_bytes, exact)), text(human(u.allocated_bytes, exact)),
-                text(u.files), text(u.dirs), text(u.symlinks), text(u.whiteouts), text(u.opaque_dirs), text(u.inodes), text(r.shared_by),
+            cells: list[Cell] = [
+                str(r.index), r.role.value, human(u.apparent_bytes, exact), human(u.allocated_bytes, exact),
+                str(u.files), str(u.dirs), str(u.symlinks), str(u.whiteouts), str(u.opaque_dirs), str(u.inodes), str(r.shared_by),
             ]
             if shadows:
                 s = r.shadow
-                cells.append(text(human(s.hidden_allocated_bytes, exact) if s else "-"))
-                cells.append(text(f"{human(s.copy_up_allocated_bytes, exact)} ({s.copy_up_files})" if s else "-"))
-            cells.append(text(r.path + ("" if u.complete else "  [incomplete]")))
-            tbl.add_row(*cells)
-        console.print(tbl)
+                cells.append(human(s.hidden_allocated_bytes, exact) if s else "-")
+                cells.append(f"{human(s.copy_up_allocated_bytes, exact)} ({s.copy_up_files})" if s else "-")
+            cells.append(r.path + ("" if u.complete else "  [incomplete]"))
+            rows.append(cells)
+        print_columns(console, cols, rows)
         for r in report.layers:
             if r.usage.top:
                 console.print(text(f"largest files in layer {r.index} ({r.path}):"))
@@ -160,30 +157,32 @@ def render_du(report: DuReport, console: Console, per_layer: bool, exact: bool =
                     text(f"layer {r.index}: {s.copy_up_files} copy-ups, {s.metacopy_files} metacopy (metadata-only), {s.same_size_files} same size{ident}")
                 )
         console.print()
-    tt = Table(box=None, pad_edge=False, show_edge=False)
-    for col in ("APPARENT", "ALLOCATED", "UNIQUE", "SHARED", "LAYERS"):
-        tt.add_column(col, justify="right")
-    tt.add_column("TARGET", overflow="fold")
+    tcols = [Column(c, "right") for c in ("APPARENT", "ALLOCATED", "UNIQUE", "SHARED", "LAYERS")] + [Column("TARGET", fold=True)]
+    trows: list[list[Cell]] = []
     for tr in report.targets:
-        tt.add_row(
-            text(human(tr.apparent_bytes, exact)),
-            text(human(tr.allocated_bytes, exact)),
-            text(human(tr.unique_allocated_bytes, exact)),
-            text(human(tr.shared_allocated_bytes, exact)),
-            text(len(tr.layer_keys)),
-            text(tr.label + ("" if tr.complete else "  [incomplete]")),
+        trows.append(
+            [
+                human(tr.apparent_bytes, exact),
+                human(tr.allocated_bytes, exact),
+                human(tr.unique_allocated_bytes, exact),
+                human(tr.shared_allocated_bytes, exact),
+                str(len(tr.layer_keys)),
+                tr.label + ("" if tr.complete else "  [incomplete]"),
+            ]
         )
     t = report.totals
     if len(report.targets) > 1 or per_layer:
-        tt.add_row(
-            text(human(t.counts["apparent_bytes"], exact)),
-            text(human(t.counts["allocated_bytes"], exact)),
-            text(human(t.unique_allocated_bytes, exact)),
-            text(human(t.shared_allocated_bytes, exact)),
-            text(t.layers),
-            text("total (distinct layers)"),
+        trows.append(
+            [
+                human(t.counts["apparent_bytes"], exact),
+                human(t.counts["allocated_bytes"], exact),
+                human(t.unique_allocated_bytes, exact),
+                human(t.shared_allocated_bytes, exact),
+                str(t.layers),
+                "total (distinct layers)",
+            ]
         )
-    console.print(tt)
+    print_columns(console, tcols, trows)
     if t.hidden_allocated_bytes is not None:
         console.print(
             text(f"hidden by higher layers: {human(t.hidden_allocated_bytes, exact)} allocated; copy-up copies: {human(t.copy_up_allocated_bytes, exact)}")
