@@ -83,24 +83,34 @@ def main() -> None:
     """The console script. A short-lived process that builds large, acyclic structures (`ls` of
     1000 mounts makes ~100k objects): the cyclic GC runs rarely (and never over the imports), and
     once the output is flushed the process ends without freeing its objects one by one. Together
-    ~15% of `ls --json` on 1000 mounts (scripts/bench_ls.py)."""
+    ~15% of `ls --json` on 1000 mounts (scripts/bench_ls.py). A failed write of stdout outside a
+    command (`--version > /dev/full`) or at the last flush is one line and an exit code too."""
     import gc
     import os
     import sys
 
+    from ovlinspect.commands.common import output_failure_code
+
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    code: object = 0
     try:
         app(prog_name="ovlinspect")
-        code: object = 0
     except SystemExit as exc:
         code = exc.code
+    except OSError as exc:  # writing stdout outside a command (`--version`, `--help`)
+        code = output_failure_code(exc)
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or a closed stream: nothing left to say
-            pass
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        code = code or output_failure_code(exc)
+    except ValueError:  # stdout closed
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(code or 0)

@@ -164,3 +164,30 @@ def test_console_script_json_whole_and_to_a_closed_pipe(tmp_path) -> None:  # ty
     p.stdout.close()
     assert p.wait(timeout=60) == 141
     assert p.stderr.read() == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--version"], 6),
+        (["ls", "--help"], 6),
+        (["ls"], 6),
+        (["ls", "--json"], 6),
+        (["check", "--format", "nagios"], 3),  # every error of check itself is UNKNOWN
+        (["check", "--format", "json"], 3),
+    ],
+)
+def test_full_disk_under_the_output_is_one_line_and_a_code(samples: str, tmp_path, args: list[str], code: int) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "ovlinspect")
+    extra = []
+    if args[0] in ("ls", "check") and "--help" not in args:
+        extra = ["--mountinfo", os.path.join(samples, "mountinfo-all-runtimes-at-once.txt")]
+    if args[0] == "check":
+        extra += ["--lock", str(tmp_path / "lock")]
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([exe, *args, *extra], stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == code, p.stderr
+    assert p.stderr.decode().splitlines() == ["error: cannot write the output: [Errno 28] No space left on device"]

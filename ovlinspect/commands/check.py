@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from ovlinspect.commands.common import MountinfoOpt, ProcRootOpt, SysRootOpt, boundary, host_roots, print_json
-from ovlinspect.errors import OvlinspectError
+from ovlinspect.commands.common import MountinfoOpt, ProcRootOpt, SysRootOpt, boundary, host_roots, is_output_error, print_json
+from ovlinspect.errors import HostIOError, OvlinspectError
 
 EXIT_UNKNOWN = 3
 
@@ -63,11 +63,19 @@ def check(
     what is wrong, where, and what to do. Every error of `check` itself exits 3.
     """
     try:
-        return _check(fmt, verbose, textfile, config, set_, disable, enable, only, data_root, path, timeout, lock,
+        code = _check(fmt, verbose, textfile, config, set_, disable, enable, only, data_root, path, timeout, lock,
                       list_checks, mountinfo, proc_root, sys_root)
+        sys.stdout.flush()  # a full disk under the output is an error of check itself (3), below
+        return code
     except OvlinspectError as exc:
         exc.exit_code = EXIT_UNKNOWN  # the monitoring convention: "could not check"
         raise
+    except OSError as exc:
+        if not is_output_error(exc):
+            raise
+        err = HostIOError(f"cannot write the output: {exc}")
+        err.exit_code = EXIT_UNKNOWN
+        raise err from None
 
 
 def _check(fmt: Format, verbose: bool, textfile: str | None, config: str | None, sets: list[str], disable: list[str],

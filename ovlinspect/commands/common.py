@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -13,6 +14,7 @@ import typer
 from ovlinspect.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
+    EXIT_IO,
     OvlinspectError,
 )
 
@@ -108,6 +110,26 @@ def _error_line(message: str, hint: str | None = None) -> None:
     sys.stderr.flush()
 
 
+# errors of writing stdout: a full disk or quota, a file too big (reading never fails like this;
+# check's textfile has its own handling)
+_OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def is_output_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS
+
+
+def output_failure_code(exc: OSError) -> int:
+    """The exit code for a failed write of stdout: 141 quietly when the reader left, 6 with one
+    line for a full disk or quota. Anything else is not an output failure: re-raised."""
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    if not is_output_error(exc):
+        raise exc
+    _error_line(f"cannot write the output: {exc}")
+    return EXIT_IO
+
+
 def boundary(fn: F) -> F:
     """Translate everything a command raises into one stderr line and an exit code."""
 
@@ -115,6 +137,7 @@ def boundary(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             code = fn(*args, **kwargs)
+            sys.stdout.flush()  # a failed write of buffered output is this command's error too
         except typer.Exit:
             raise
         except OvlinspectError as exc:
@@ -135,6 +158,8 @@ def boundary(fn: F) -> F:
             _error_line("internal error: recursion too deep", "please report this as a bug")
             raise typer.Exit(EXIT_INTERNAL) from None
         except Exception as exc:  # a bug: still one line, unless asked for the traceback
+            if isinstance(exc, OSError) and is_output_error(exc):
+                raise typer.Exit(output_failure_code(exc)) from None
             if os.environ.get("OVLINSPECT_DEBUG"):
                 raise
             _error_line(
