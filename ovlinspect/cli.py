@@ -89,8 +89,6 @@ def main() -> None:
     import os
     import sys
 
-    from ovlinspect.commands.common import output_failure_code
-
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     code: object = 0
@@ -99,6 +97,8 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
     except OSError as exc:  # writing stdout outside a command (`--version`, `--help`)
+        from ovlinspect.commands.common import output_failure_code
+
         code = output_failure_code(exc)
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
@@ -106,6 +106,8 @@ def main() -> None:
     try:
         sys.stdout.flush()
     except OSError as exc:
+        from ovlinspect.commands.common import output_failure_code
+
         code = code or output_failure_code(exc)
     except ValueError:  # stdout closed
         pass
