@@ -182,20 +182,14 @@ class LayerReader:
         last = self._last.get(layer)
         if last is not None and last[0] == path:  # the common case: the same dir again (C-level compare)
             return last[1]
-        if last is not None and len(path) == len(last[0]) + 1 and path[:-1] == last[0]:
-            key = (layer, path)
-            fd = self._fds.get(key)
-            if fd is not None:
-                self._fds.move_to_end(key)
-                self._last[layer] = (path, fd)
-                return fd
-            return self._open_from(layer, path, len(path) - 1, last[1])  # a child of the last dir
         key = (layer, path)
         fd = self._fds.get(key)
         if fd is not None:
             self._fds.move_to_end(key)
             self._last[layer] = (path, fd)
             return fd
+        if last is not None and len(path) == len(last[0]) + 1 and path[:-1] == last[0]:
+            return self._open_from(layer, path, len(path) - 1, last[1])  # a child of the last dir
         # start from the nearest cached ancestor
         start = len(path)
         while start > 0 and (layer, path[:start]) not in self._fds:
